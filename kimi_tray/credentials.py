@@ -1,0 +1,214 @@
+"""The Kimi credential file: find it, validate it, and rewrite it the way its owner does."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kimi_tray.config import Settings
+from kimi_tray.errors import LocalFileError
+from kimi_tray.fileio import (
+    DirectoryLock,
+    FileLock,
+    NoLock,
+    atomic_write,
+    dump_json_like,
+    ensure_private_dir,
+    read_json_object,
+)
+
+log = logging.getLogger(__name__)
+
+PYTHON_CLI = "kimi-cli"
+TYPESCRIPT_CLI = "kimi-code"
+WIRE_FIELDS = ("access_token", "refresh_token", "expires_at", "scope", "token_type", "expires_in")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_token: str
+    refresh_token: str
+    expires_at: float
+    expires_in: float | None = None
+    scope: str = ""
+    token_type: str = "Bearer"
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:  # never let a token reach a log through repr()
+        return f"Credentials(expires_at={self.expires_at!r}, refresh={bool(self.refresh_token)})"
+
+    @property
+    def can_refresh(self) -> bool:
+        return bool(self.refresh_token)
+
+    def seconds_left(self, now: float) -> float:
+        return self.expires_at - now
+
+
+@dataclass(frozen=True)
+class CredentialSource:
+    """One credential file and the lock its owning CLI takes before refreshing."""
+
+    path: Path
+    home: Path
+    owner: str
+
+    def lock(self, timeout: float, disabled: bool = False) -> FileLock | DirectoryLock | NoLock:
+        if self.owner == TYPESCRIPT_CLI:
+            if disabled or os.name == "nt":
+                return NoLock()
+            return DirectoryLock(self.home / "oauth" / "kimi-code", timeout=timeout)
+        return FileLock(self.path.with_name("kimi-code.lock"), timeout=timeout)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def load(self) -> Credentials:
+        data, _ = read_json_object(self.path)
+        fix_permissions(self.path)
+        return parse_credentials(self.path, data)
+
+    def save(self, access_token: str, refresh_token: str, expires_at: float, expires_in: float,
+             scope: str = "", token_type: str = "Bearer") -> Credentials:
+        """Write new tokens, keeping every field we do not own (unless the owner keeps only six)."""
+        existing: dict[str, Any] = {}
+        original: bytes | None = None
+        if self.path.exists():
+            try:
+                existing, original = read_json_object(self.path)
+            except LocalFileError:
+                existing, original = {}, None
+        if self.owner == TYPESCRIPT_CLI:
+            existing = {k: v for k, v in existing.items() if k in WIRE_FIELDS}
+            stored_expiry: float = int(expires_at)
+        else:
+            stored_expiry = float(expires_at)
+        updated = dict(existing)
+        updated.update(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            expires_at=stored_expiry,
+            scope=scope or existing.get("scope", ""),
+            token_type=token_type or existing.get("token_type", "Bearer"),
+            expires_in=expires_in,
+        )
+        ensure_private_dir(self.path.parent)
+        atomic_write(self.path, dump_json_like(updated, original))
+        return parse_credentials(self.path, updated)
+
+
+def parse_credentials(path: Path, data: Mapping[str, Any]) -> Credentials:
+    """Validate field types; a tombstone (empty tokens) is a valid file that needs a login."""
+
+    def text(key: str, required: bool = True) -> str:
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise LocalFileError(f"{path} has no {key!r} field; log in again to recreate it.")
+            return ""
+        if not isinstance(value, str):
+            raise LocalFileError(f"{path}: {key!r} must be a string, not {type(value).__name__}.")
+        return value
+
+    expires_at = data.get("expires_at")
+    if expires_at is None:
+        raise LocalFileError(f"{path} has no 'expires_at' field; log in again to recreate it.")
+    if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)):
+        raise LocalFileError(
+            f"{path}: 'expires_at' must be a number of epoch seconds, not {type(expires_at).__name__}."
+        )
+    expires_in = data.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or expires_in <= 0:
+        expires_in = None
+    return Credentials(
+        access_token=text("access_token"),
+        refresh_token=text("refresh_token"),
+        expires_at=float(expires_at),
+        expires_in=float(expires_in) if expires_in is not None else None,
+        scope=text("scope", required=False),
+        token_type=text("token_type", required=False) or "Bearer",
+        raw=dict(data),
+    )
+
+
+def fix_permissions(path: Path) -> None:
+    """A token file readable by others is a leak: warn and tighten it to 0600."""
+    if os.name == "nt":
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("%s was readable by other users (mode %o); changed it to 600.", path, mode)
+        try:
+            os.chmod(path, 0o600)
+        except OSError as exc:
+            log.warning("Could not change the mode of %s: %s.", path, exc.strerror)
+
+
+def candidate_sources(settings: Settings) -> list[CredentialSource]:
+    if settings.credentials_file is not None:
+        path = settings.credentials_file
+        home = path.parent.parent
+        owner = TYPESCRIPT_CLI if _is_within(path, settings.kimi_code_home) else PYTHON_CLI
+        return [CredentialSource(path, home, owner)]
+    return [
+        CredentialSource(
+            settings.kimi_share_dir / "credentials" / "kimi-code.json", settings.kimi_share_dir,
+            PYTHON_CLI,
+        ),
+        CredentialSource(
+            settings.kimi_code_home / "credentials" / "kimi-code.json", settings.kimi_code_home,
+            TYPESCRIPT_CLI,
+        ),
+    ]
+
+
+def choose_source(settings: Settings) -> CredentialSource:
+    """Manage the file with a live refresh token and the latest expiry; ~/.kimi when none exists."""
+    candidates = candidate_sources(settings)
+    existing = [c for c in candidates if c.exists()]
+    if not existing:
+        return candidates[0]
+    scored: list[tuple[int, float, int, CredentialSource]] = []
+    for order, source in enumerate(existing):
+        try:
+            creds = source.load()
+            scored.append((1 if creds.can_refresh else 0, creds.expires_at, -order, source))
+        except LocalFileError:
+            scored.append((-1, 0.0, -order, source))
+    return max(scored, key=lambda item: item[:3])[3]
+
+
+def _is_within(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def device_id(home: Path) -> str:
+    """The Kimi CLIs' persistent device id (32 hex chars), created once with mode 0600."""
+    path = home / "device_id"
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+    except OSError:
+        pass
+    import uuid
+
+    value = uuid.uuid4().hex
+    try:
+        ensure_private_dir(home)
+        atomic_write(path, value.encode())
+    except LocalFileError as exc:
+        log.warning("%s", exc)
+    return value

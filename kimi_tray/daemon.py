@@ -1,0 +1,29 @@
+"""The headless listener: logs what changes, and notifies where a notification service exists."""
+
+from __future__ import annotations
+
+import logging
+
+from kimi_tray.config import Settings
+from kimi_tray.health import Health, Status
+from kimi_tray.notify import NotificationPolicy, choose_notifier
+
+log = logging.getLogger("kimi_tray.daemon")
+
+
+class DaemonReporter:
+    def __init__(self, settings: Settings) -> None:
+        self.policy = NotificationPolicy(
+            choose_notifier(), login_hint="Run `kimi-tray login` in a terminal."
+        )
+        self._last: tuple[str, str, str] | None = None
+
+    def on_status(self, status: Status) -> None:
+        key = (status.health.value, status.message, status.openclaw)
+        if key != self._last:
+            self._last = key
+            if status.health is Health.NEEDS_LOGIN:
+                log.warning("Login needed: %s Run: kimi-tray login", status.message)
+            else:
+                log.info("%s", status.summary())
+        self.policy.on_status(status)

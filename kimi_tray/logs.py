@@ -1,0 +1,83 @@
+"""Logging to stderr and a rotating file, with a redaction filter as the last line of defence."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import threading
+from pathlib import Path
+
+LOG_FILE_NAME = "kimi-tray.log"
+_JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
+_BEARER = re.compile(r"(?i)(bearer\s+|(?:access|refresh)_?token[\"']?\s*[:=]\s*[\"']?)[\w.\-~+/]{8,}")
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_MAX_SECRETS = 64
+
+
+def register_secret(*values: str) -> None:
+    """Every token we see is added here, so the filter can mask it even in odd formats."""
+    with _secrets_lock:
+        for value in values:
+            if value and len(value) >= 8:
+                _secrets.add(value)
+        while len(_secrets) > _MAX_SECRETS:
+            _secrets.pop()
+
+
+def redact(text: str) -> str:
+    with _secrets_lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    text = _JWT.sub("[redacted-jwt]", text)
+    return _BEARER.sub(lambda m: m.group(1) + "[redacted]", text)
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        cleaned = redact(message)
+        record.msg, record.args = cleaned, None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def log_file(log_dir: Path) -> Path:
+    return log_dir / LOG_FILE_NAME
+
+
+def setup_logging(log_dir: Path | None, to_stderr: bool, verbose: bool = False) -> Path | None:
+    """Configure the root logger once; returns the log file path (None if it cannot be written)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redactor = RedactingFilter()
+    path: Path | None = None
+    if log_dir is not None:
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            path = log_file(log_dir)
+            handler: logging.Handler = logging.handlers.RotatingFileHandler(
+                path, maxBytes=1_000_000, backupCount=3, encoding="utf-8"
+            )
+            handler.setFormatter(formatter)
+            handler.addFilter(redactor)
+            root.addHandler(handler)
+        except OSError:
+            path = None
+    if to_stderr:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        stream.addFilter(redactor)
+        root.addHandler(stream)
+    for noisy in ("httpx", "httpcore", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return path

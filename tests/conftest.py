@@ -1,0 +1,139 @@
+"""Shared fixtures: a loopback OAuth server, a temp HOME, credential files, OpenClaw stand-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kimi_tray.config import Settings, load_settings
+from tests.support.oauth_server import FakeKimiOAuth
+
+ROOT = Path(__file__).resolve().parent.parent
+SUPPORT = Path(__file__).resolve().parent / "support"
+STRICT = os.environ.get("KIMI_TRAY_STRICT_TESTS") == "1"
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip when a real part is missing on a developer's machine; fail in CI, where it must be."""
+    if condition:
+        return
+    if STRICT:
+        pytest.fail(f"{what} is required in CI but missing")
+    pytest.skip(f"{what} is not installed here")
+
+
+def openclaw_dir() -> Path | None:
+    for candidate in (os.environ.get("KIMI_TRAY_OPENCLAW_DIR"), str(ROOT / ".artifacts" / "openclaw"),
+                      "/opt/openclaw"):
+        if candidate and (Path(candidate) / "node_modules" / ".bin" / "openclaw").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture
+def oauth_server() -> Iterator[FakeKimiOAuth]:
+    server = FakeKimiOAuth().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+def write_fake_openclaw(bin_dir: Path) -> Path:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / "openclaw"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {SUPPORT / 'fake_openclaw.py'} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture
+def env(home: Path, oauth_server: FakeKimiOAuth, tmp_path: Path) -> dict[str, str]:
+    """An environment for kimi-tray subprocesses: temp HOME, loopback OAuth, fake openclaw on PATH."""
+    bin_dir = tmp_path / "bin"
+    write_fake_openclaw(bin_dir)
+    return {
+        "HOME": str(home),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "KIMI_CODE_OAUTH_HOST": oauth_server.url,
+        "FAKE_OPENCLAW_LOG": str(tmp_path / "openclaw-calls.jsonl"),
+        "PYTHONPATH": str(ROOT),
+        "LANG": "C.UTF-8",
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, str], home: Path, tmp_path: Path) -> Settings:
+    loaded = load_settings(env)
+    return loaded.with_overrides(
+        state_dir=home / ".local" / "state" / "kimi-tray",
+        log_dir=home / ".local" / "state" / "kimi-tray" / "log",
+        openclaw_command=(str(tmp_path / "bin" / "openclaw"),),
+    )
+
+
+def write_credentials(path: Path, tokens: dict, expires_at: float, **extra: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = {
+        "access_token": tokens["access_token"],
+        "refresh_token": tokens["refresh_token"],
+        "expires_at": expires_at,
+        "scope": tokens.get("scope", "kimi-code"),
+        "token_type": "Bearer",
+        "expires_in": tokens.get("expires_in", 900),
+        **extra,
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def kimi_file(home: Path) -> Path:
+    return home / ".kimi" / "credentials" / "kimi-code.json"
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120,
+            **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kimi_tray", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=str(ROOT), **kwargs)
+
+
+def calls(env: dict[str, str]) -> list[dict]:
+    path = Path(env["FAKE_OPENCLAW_LOG"])
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def have(command: str) -> bool:
+    return shutil.which(command) is not None

@@ -1,0 +1,226 @@
+"""A real HTTP server on loopback that plays Kimi's OAuth server, with faults on demand.
+
+Refresh tokens rotate: each one works once, then it is dead (as on the real server).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+CLIENT_ID = "17e5f671-d194-4dfb-9706-5516cb48c098"
+
+
+def make_jwt(claims: dict) -> str:
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.{secrets.token_urlsafe(16)}"
+
+
+@dataclass
+class DeviceLogin:
+    device_code: str
+    user_code: str
+    script: deque = field(default_factory=deque)  # e.g. "pending", "slow_down", "ok", "expired"
+    polls: list = field(default_factory=list)
+
+
+class FakeKimiOAuth:
+    def __init__(self, lifetime: int = 900, refresh_exp: float | None = None,
+                 device_interval: float = 0.05) -> None:
+        self.lifetime = lifetime
+        self.refresh_exp = refresh_exp
+        self.device_interval = device_interval
+        self.valid_refresh: set[str] = set()
+        self.faults: deque[str] = deque()
+        self.refresh_calls = 0
+        self.successful_refreshes = 0
+        self.requests: list[dict] = []
+        self.devices: dict[str, DeviceLogin] = {}
+        self.device_script: list[str] = ["pending", "ok"]
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    # ---------------------------------------------------------------- control
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeKimiOAuth:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def issue(self) -> dict:
+        """A fresh token pair, registered as valid (what a login would give)."""
+        n = next(self._counter)
+        if self.refresh_exp is not None:
+            refresh = make_jwt({"sub": "user", "exp": self.refresh_exp, "n": n})
+        else:
+            refresh = f"rt-{n}-{secrets.token_urlsafe(24)}"
+        with self._lock:
+            self.valid_refresh.add(refresh)
+        return {
+            "access_token": f"at-{n}-{secrets.token_urlsafe(32)}",
+            "refresh_token": refresh,
+            "expires_in": self.lifetime,
+            "scope": "kimi-code",
+            "token_type": "Bearer",
+        }
+
+    def revoke_all(self) -> None:
+        with self._lock:
+            self.valid_refresh.clear()
+
+    def fail_next(self, *faults: str) -> None:
+        """Queue faults: '500', '429:<retry-after>', 'slow:<seconds>', 'drop', 'malformed',
+        'missing', '401', '403'."""
+        with self._lock:
+            self.faults.extend(faults)
+
+    def fail_always(self, fault: str, count: int = 10_000) -> None:
+        self.fail_next(*[fault] * count)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    # ---------------------------------------------------------------- handling
+    def _handler(self):
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _reply(self, code: int, body: object, headers: dict | None = None) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                with owner._lock:
+                    owner.requests.append({"path": self.path, "headers": dict(self.headers),
+                                           "grant_type": form.get("grant_type")})
+                    fault = owner.faults.popleft() if owner.faults else None
+                if fault and self._apply_fault(fault):
+                    return
+                if form.get("client_id") != CLIENT_ID:
+                    return self._reply(400, {"error": "invalid_client"})
+                if self.path == "/api/oauth/device_authorization":
+                    return self._device_authorization()
+                if self.path != "/api/oauth/token":
+                    return self._reply(404, {"error": "not_found"})
+                if form.get("grant_type") == "refresh_token":
+                    return self._refresh(form.get("refresh_token", ""))
+                if form.get("grant_type") == "urn:ietf:params:oauth:grant-type:device_code":
+                    return self._device_token(form.get("device_code", ""))
+                return self._reply(400, {"error": "unsupported_grant_type"})
+
+            def _apply_fault(self, fault: str) -> bool:
+                kind, _, arg = fault.partition(":")
+                if kind == "slow":
+                    time.sleep(float(arg or 2))
+                    return False
+                if kind == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return True
+                if kind == "500":
+                    self._reply(500, {"error": "server_error"})
+                elif kind == "503":
+                    self._reply(503, b"<html>unavailable</html>")
+                elif kind == "429":
+                    self._reply(429, {"error": "rate_limited"}, {"Retry-After": arg or "1"})
+                elif kind == "malformed":
+                    self._reply(200, b"{not json")
+                elif kind == "missing":
+                    self._reply(200, {"token_type": "Bearer"})
+                elif kind in ("401", "403"):
+                    self._reply(int(kind), {"error": "unauthorized"})
+                else:
+                    raise ValueError(fault)
+                return True
+
+            def _refresh(self, token: str) -> None:
+                with owner._lock:
+                    owner.refresh_calls += 1
+                    alive = token in owner.valid_refresh
+                    if alive:
+                        owner.valid_refresh.discard(token)
+                if not alive:
+                    return self._reply(400, {"error": "invalid_grant",
+                                             "error_description": "refresh token revoked"})
+                with owner._lock:
+                    owner.successful_refreshes += 1
+                self._reply(200, owner.issue())
+
+            def _device_authorization(self) -> None:
+                n = next(owner._counter)
+                login = DeviceLogin(f"dc-{n}-{secrets.token_hex(8)}", f"CODE-{n:04d}",
+                                    deque(owner.device_script))
+                with owner._lock:
+                    owner.devices[login.device_code] = login
+                self._reply(200, {
+                    "user_code": login.user_code,
+                    "device_code": login.device_code,
+                    "verification_uri": f"{owner.url}/device",
+                    "verification_uri_complete": f"{owner.url}/device?user_code={login.user_code}",
+                    "expires_in": 600,
+                    "interval": owner.device_interval,
+                })
+
+            def _device_token(self, device_code: str) -> None:
+                login = owner.devices.get(device_code)
+                if login is None:
+                    return self._reply(400, {"error": "invalid_grant"})
+                with owner._lock:
+                    step = login.script.popleft() if len(login.script) > 1 else login.script[0]
+                    login.polls.append(time.monotonic())
+                if step == "ok":
+                    return self._reply(200, owner.issue())
+                errors = {"pending": "authorization_pending", "slow_down": "slow_down",
+                          "expired": "expired_token", "denied": "access_denied"}
+                self._reply(400, {"error": errors[step]})
+
+        return Handler
+
+
+def main() -> None:
+    """Run standalone (for manual checks): prints the URL and a credential file to stdout."""
+    import sys
+
+    server = FakeKimiOAuth(lifetime=int(sys.argv[1]) if len(sys.argv) > 1 else 900).start()
+    print(server.url, flush=True)
+    try:
+        server.thread.join()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
