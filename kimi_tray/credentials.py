@@ -68,9 +68,10 @@ class CredentialSource:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def load(self) -> Credentials:
+    def load(self, fix_mode: bool = True) -> Credentials:
         data, _ = read_json_object(self.path)
-        fix_permissions(self.path)
+        if fix_mode:
+            fix_permissions(self.path)
         return parse_credentials(self.path, data)
 
     def save(self, access_token: str, refresh_token: str, expires_at: float, expires_in: float,
@@ -179,7 +180,7 @@ def choose_source(settings: Settings) -> CredentialSource:
     scored: list[tuple[int, float, int, CredentialSource]] = []
     for order, source in enumerate(existing):
         try:
-            creds = source.load()
+            creds = source.load(fix_mode=False)
             scored.append((1 if creds.can_refresh else 0, creds.expires_at, -order, source))
         except LocalFileError:
             scored.append((-1, 0.0, -order, source))

@@ -39,7 +39,7 @@ def check_credentials(settings: Settings) -> list[Check]:
         else:
             checks.append(Check("ok", "permissions", f"{source.path} is private (600)"))
     try:
-        creds = source.load()
+        creds = source.load(fix_mode=False)
     except LocalFileError as exc:
         return checks + [Check("fail", "credentials", str(exc), "run `kimi-tray login`")]
     checks.insert(0, Check("ok", "credentials", f"{source.path} ({source.owner})"))
@@ -81,7 +81,7 @@ def check_openclaw(settings: Settings) -> list[Check]:
     checks.append(Check("ok", "openclaw sync", target.describe()))
     source = choose_source(settings)
     try:
-        creds = source.load()
+        creds = source.load(fix_mode=False)
         view = target.inspect(Token(creds.access_token, creds.refresh_token, creds.expires_at),
                               _now())
     except KimiTrayError as exc:

@@ -86,6 +86,7 @@ class Renewer:
         self._failures = 0
         self._next_attempt = 0.0
         self._next_sync = 0.0
+        self._sync_failures = 0
         self._message = ""
         self._renewing = False
         self._last_tick: tuple[float, float] | None = None
@@ -352,7 +353,10 @@ class Renewer:
         self._publish()
         view, _ = self.sync_openclaw(creds)
         if view.state in ("error", "stale", "missing"):
-            self._next_sync = self.clock.now() + backoff_delay(self._failures + 1, None, self.rng)
+            self._sync_failures += 1
+            self._next_sync = self.clock.now() + backoff_delay(self._sync_failures, None, self.rng)
+        else:
+            self._sync_failures = 0
 
     def _attempt_refresh(self, force: bool) -> None:
         self._renewing = True

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,9 +25,11 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "kimi"
 LEGACY_PROVIDER = "kimi-coding"
-# paste-token computes the expiry from its own clock after Node starts (~3-6 s later), so we
-# promise OpenClaw a little less than the real lifetime.
-CLI_EXPIRY_MARGIN = 15
+# paste-token turns --expires-in into an absolute expiry with its own clock some time after we
+# call it (Node start-up, config checks: 3 s here, 20 s when it tries to repair plugins offline),
+# so we promise OpenClaw less than the real lifetime by a margin learnt from the last call.
+CLI_MIN_MARGIN = 5.0
+CLI_FIRST_GUESS = 10.0
 CLI_TIMEOUT = 90.0
 
 
@@ -115,9 +118,12 @@ def _last_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[-1][:200] if lines else f"exit code {result.returncode}"
 
 
-def masked(token: str) -> str:
-    """OpenClaw's own masking of a token in `models status` (first 8 and last 7 characters)."""
-    return f"{token[:8]}...{token[-7:]}"
+def mask_matches(mask: str, token: str) -> bool:
+    """Does OpenClaw's masked label (`abcdefgh...stuvwxyz`) show this token? Enough to tell
+    which token OpenClaw holds without it ever printing the token."""
+    prefix, sep, suffix = mask.partition("...")
+    return bool(sep) and min(len(prefix), len(suffix)) >= 4 and token.startswith(prefix) \
+        and token.endswith(suffix) and len(token) >= len(prefix) + len(suffix)
 
 
 class CliTarget:
@@ -129,22 +135,41 @@ class CliTarget:
     def __init__(self, settings: Settings) -> None:
         self.runner = _Runner(settings)
         self.profile_id = settings.openclaw_profile_id
-        self.agents = [a for a in settings.openclaw_agents if a != "main"]
+        self.agents: list[str | None] = [None] + [a for a in settings.openclaw_agents if a != "main"]
+        self.call_seconds = CLI_FIRST_GUESS
 
     def describe(self) -> str:
         return f"OpenClaw CLI ({' '.join(self.runner.command)}), profile {self.profile_id}"
 
     def sync(self, token: Token, now: float) -> OpenClawView:
-        expires_in = math.floor(token.expires_at - now) - CLI_EXPIRY_MARGIN
-        if expires_in <= 0:
-            raise OpenClawError("The Kimi token is about to expire; OpenClaw was not given it.")
-        base = ["models", "auth", "paste-token", "--provider", PROVIDER,
-                "--profile-id", self.profile_id, "--expires-in", f"{expires_in}s"]
-        for agent_args in [[]] + [["--agent", a] for a in self.agents]:
-            result = self.runner.run(base + agent_args, stdin=token.access)
+        for agent in self.agents:
+            self._paste(token, now, agent)
+        return self.inspect(token, now + self.call_seconds * len(self.agents))
+
+    def _paste(self, token: Token, now: float, agent: str | None) -> None:
+        """paste-token with an expiry that cannot outlive the token; once more if the call ran
+        slower than the margin allowed for."""
+        started = time.monotonic()
+        for _attempt in range(2):
+            margin = CLI_MIN_MARGIN + 1.5 * self.call_seconds
+            call_start = now + (time.monotonic() - started)
+            expires_in = math.floor(token.expires_at - call_start - margin)
+            if expires_in <= 0:
+                raise OpenClawError("The Kimi token is about to expire; OpenClaw was not given it.")
+            args = ["models", "auth", "paste-token", "--provider", PROVIDER,
+                    "--profile-id", self.profile_id, "--expires-in", f"{expires_in}s"]
+            if agent:
+                args += ["--agent", agent]
+            before = time.monotonic()
+            result = self.runner.run(args, stdin=token.access)
+            took = time.monotonic() - before
             if result.returncode != 0:
                 raise OpenClawError("openclaw models auth paste-token failed: " + _last_line(result))
-        return self.inspect(token, now)
+            late = took > self.call_seconds * 1.5 + CLI_MIN_MARGIN
+            self.call_seconds = took
+            if not late:
+                return
+            log.info("openclaw took %.0f s; writing the profile again with a wider margin.", took)
 
     def inspect(self, token: Token, now: float) -> OpenClawView:
         result = self.runner.run(["models", "status", "--json"])
@@ -167,8 +192,12 @@ class CliTarget:
         expires_at = expires_ms / 1000 if isinstance(expires_ms, (int, float)) else None
         labels = [label for p in auth.get("providers") or [] if p.get("provider") == PROVIDER
                   for label in (p.get("profiles") or {}).get("labels") or []]
-        holds_ours = any(label.startswith(f"{self.profile_id}=") and label.endswith(masked(token.access))
-                         for label in labels)
+        prefix = f"{self.profile_id}="
+        holds_ours = any(
+            label.startswith(prefix) and mask_matches(label.removeprefix(prefix).split(":", 1)[-1],
+                                                      token.access)
+            for label in labels
+        )
         if not holds_ours:
             return OpenClawView("stale", "OpenClaw holds an older Kimi token.", self.mode,
                                 expires_at=expires_at, checked_at=now)

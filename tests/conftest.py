@@ -55,7 +55,16 @@ def home(tmp_path: Path) -> Path:
 def write_fake_openclaw(bin_dir: Path) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     script = bin_dir / "openclaw"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {SUPPORT / 'fake_openclaw.py'} \"$@\"\n")
+    # `gateway restart` is answered by the shell alone: a week of simulated renewals restarts
+    # the gateway over a thousand times, and a Python start-up each time would dominate the run.
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1 $2" = "gateway restart" ] && [ -n "$FAKE_OPENCLAW_LOG" ] '
+        '&& [ "${FAKE_OPENCLAW_FAIL#*restart}" = "$FAKE_OPENCLAW_FAIL" ]; then\n'
+        '  printf \'{"argv": ["gateway", "restart"]}\\n\' >> "$FAKE_OPENCLAW_LOG"; exit 0\n'
+        "fi\n"
+        f"exec {sys.executable} {SUPPORT / 'fake_openclaw.py'} \"$@\"\n"
+    )
     script.chmod(0o755)
     return script
 

@@ -1,0 +1,181 @@
+"""The commands as a user runs them: real subprocesses, a temp HOME, the loopback OAuth server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, calls, kimi_file, read_json, run_cli, wait_for, write_credentials
+from tests.support.oauth_server import FakeKimiOAuth
+
+
+def all_output(*results: subprocess.CompletedProcess[str]) -> str:
+    return "".join(r.stdout + r.stderr for r in results)
+
+
+def assert_no_secret(text: str, *tokens: dict) -> None:
+    for token in tokens:
+        for key in ("access_token", "refresh_token"):
+            assert token[key] not in text
+
+
+def quick_config(env: dict[str, str], tmp_path: Path, **values: object) -> None:
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    env["KIMI_TRAY_CONFIG"] = str(path)
+
+
+def test_renew_then_status(env, home, oauth_server: FakeKimiOAuth) -> None:
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, time.time() + 60)
+    renew = run_cli(["renew"], env)
+    assert renew.returncode == 0, renew.stderr
+    assert renew.stdout.startswith("Renewed: 14 min left; OpenClaw in sync")
+    status = run_cli(["status", "--json"], env)
+    report = json.loads(status.stdout)
+    assert status.returncode == 0
+    assert report["health"] == "fresh" and 880 < report["seconds_left"] <= 900
+    assert report["credentials_file"] == str(kimi_file(home))
+    assert report["openclaw"] == "in_sync" and report["last_renewal"] > time.time() - 60
+    assert abs(report["expires_at"] - read_json(kimi_file(home))["expires_at"]) < 0.01
+    text = run_cli(["status"], env)
+    assert "fresh" in text.stdout and str(kimi_file(home)) in text.stdout
+    new = read_json(kimi_file(home))
+    assert_no_secret(all_output(renew, status, text), tokens, new)
+    assert_no_secret(Path(env["FAKE_OPENCLAW_LOG"]).read_text(), tokens, new)
+    log_dir = home / ".local" / "state" / "kimi-tray" / "log"
+    assert_no_secret((log_dir / "kimi-tray.log").read_text(), tokens, new)
+
+
+def test_dead_refresh_token_exit_3_and_remembered(env, home, oauth_server) -> None:
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, time.time() + 60)
+    before = kimi_file(home).read_bytes()
+    oauth_server.revoke_all()
+    renew = run_cli(["renew"], env)
+    assert renew.returncode == 3 and "kimi-tray login" in renew.stderr
+    assert kimi_file(home).read_bytes() == before
+    status = run_cli(["status", "--json"], env)
+    assert status.returncode == 3 and json.loads(status.stdout)["health"] == "needs_login"
+    assert_no_secret(all_output(renew, status), tokens)
+
+
+def test_no_credentials_is_login_needed(env) -> None:
+    renew = run_cli(["renew"], env)
+    status = run_cli(["status", "--json"], env)
+    assert renew.returncode == 3 and "No Kimi credentials" in renew.stderr
+    assert status.returncode == 3 and json.loads(status.stdout)["health"] == "needs_login"
+
+
+def test_server_down_gives_up_with_exit_1(env, home, oauth_server, tmp_path) -> None:
+    quick_config(env, tmp_path, renew_give_up_after=4)
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
+    oauth_server.fail_always("503")
+    started = time.monotonic()
+    renew = run_cli(["renew"], env)
+    assert renew.returncode == 1 and "Gave up after" in renew.stderr
+    assert time.monotonic() - started < 20
+    assert "Traceback" not in renew.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "not valid JSON"), ('{"access_token": "x", "expires_at": 1}', "no 'refresh_token'")],
+)
+def test_bad_credential_file_is_one_clear_line(env, home, content, message) -> None:
+    kimi_file(home).parent.mkdir(parents=True)
+    kimi_file(home).write_text(content)
+    renew = run_cli(["renew"], env)
+    status = run_cli(["status", "--json"], env)
+    assert renew.returncode == 1 and message in renew.stderr and "Traceback" not in renew.stderr
+    assert len(renew.stderr.strip().splitlines()) == 1
+    assert status.returncode == 1 and json.loads(status.stdout)["health"] == "error"
+    assert kimi_file(home).read_text() == content
+
+
+def test_expired_token_status_exit_1(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() - 5)
+    status = run_cli(["status", "--json"], env)
+    assert status.returncode == 1 and json.loads(status.stdout)["health"] == "expired"
+
+
+def test_http_oauth_host_refused(env, home, oauth_server) -> None:
+    env["KIMI_CODE_OAUTH_HOST"] = "http://auth.example.com"
+    result = run_cli(["renew"], env)
+    assert result.returncode == 1 and "only https" in result.stderr
+
+
+def test_bad_config_file_is_named(env, tmp_path) -> None:
+    quick_config(env, tmp_path, openclaw_mode="sometimes")
+    result = run_cli(["status"], env)
+    assert result.returncode == 1 and "openclaw_mode" in result.stderr
+    (tmp_path / "config.toml").write_text("poll_interval = [")
+    result = run_cli(["status"], env)
+    assert result.returncode == 1 and "config.toml" in result.stderr
+
+
+def test_help_documents_exit_codes() -> None:
+    result = subprocess.run([sys.executable, "-m", "kimi_tray", "renew", "--help"], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert "3  a browser login is needed" in result.stdout
+
+
+def test_daemon_renews_stops_on_sigterm_and_is_single_instance(env, home, oauth_server, tmp_path):
+    quick_config(env, tmp_path, poll_interval=0.5)
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, time.time() + 200)  # inside the refresh window
+    daemon = subprocess.Popen([sys.executable, "-m", "kimi_tray", "daemon"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: oauth_server.successful_refreshes == 1, timeout=20)
+        assert wait_for(lambda: any("paste-token" in c["argv"] for c in calls(env)), timeout=20)
+        second = run_cli(["daemon"], env, timeout=30)
+        assert second.returncode == 1 and "already running" in second.stderr
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=10)
+        assert time.monotonic() - started < 5
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0
+    assert "daemon stopped" in err
+    new = read_json(kimi_file(home))
+    assert new["refresh_token"] != tokens["refresh_token"]
+    assert_no_secret(out + err, tokens, new)
+
+
+def test_daemon_logs_login_needed_once_with_the_command(env, home, oauth_server, tmp_path) -> None:
+    quick_config(env, tmp_path, poll_interval=0.2)
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    oauth_server.revoke_all()
+    daemon = subprocess.Popen([sys.executable, "-m", "kimi_tray", "daemon"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    daemon.send_signal(signal.SIGINT)
+    _, err = daemon.communicate(timeout=10)
+    assert err.count("Login needed") == 1 and "kimi-tray login" in err
+    assert oauth_server.refresh_calls == 1, "a dead token is not retried every tick"
+
+
+def test_doctor_reports_each_check(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 900)
+    kimi_file(home).chmod(0o644)
+    result = run_cli(["doctor"], env)
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("warn  permissions") and "chmod 600" in line for line in lines)
+    assert any(line.startswith("ok    refresh token") for line in lines)
+    assert any(line.startswith("ok    oauth host") for line in lines)
+    assert any(line.startswith("ok    openclaw command") for line in lines)
+    assert any(line.startswith("ok    log dir") for line in lines)
+    assert result.returncode == 0
+    kimi_file(home).unlink()
+    result = run_cli(["doctor"], env)
+    assert result.returncode == 1 and "fail  credentials" in result.stdout
