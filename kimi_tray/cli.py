@@ -217,7 +217,7 @@ def run_tray(settings: Settings, args: argparse.Namespace) -> int:
 def run_login(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.login_cli import run
 
-    return run(settings, open_browser=not args.no_browser, verbose=args.verbose)
+    return run(settings, open_browser_too=not args.no_browser, verbose=args.verbose)
 
 
 def run_autostart(settings: Settings, args: argparse.Namespace) -> int:

@@ -204,6 +204,23 @@ class Renewer:
             view, restart_message = self.state.openclaw, ""
         return RenewResult(creds, renewed, view, restart_message)
 
+    # ----------------------------------------------------------------- login
+    def login_source(self) -> CredentialSource:
+        """Where a new login is saved: the managed file, or ~/.kimi when there is none."""
+        if not self._fixed_source:
+            self.source = choose_source(self.settings)
+        return self.source
+
+    def finish_login(self, creds: Credentials) -> OpenClawView:
+        """A new login replaces any dead token: forget it, and hand OpenClaw the new one."""
+        self.state.dead_refresh_fp = ""
+        self.state.dead_reason = ""
+        self.state.last_renewal = self.clock.now()
+        self._failures, self._next_attempt, self._message = 0, 0.0, ""
+        view, _ = self.sync_openclaw(creds)
+        self._file_key = None
+        return view
+
     # ----------------------------------------------------------------- status
     def snapshot(self) -> Status:
         """Status from the file on disk and what we remember (used by `status` and the loop)."""
