@@ -70,7 +70,7 @@ def draw_icon(status: Status, size: int = 64) -> Image.Image:
         fraction = status.fraction_left
         if fraction > 0:
             draw.arc(arc_box, start=-90, end=-90 + 360 * fraction, fill=WHITE, width=width)
-    return image.resize((size, size), Image.LANCZOS)
+    return image.resize((size, size), Image.BOX)
 
 
 def _track(colour: tuple[int, ...]) -> tuple[int, int, int, int]:
