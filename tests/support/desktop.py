@@ -73,9 +73,11 @@ class Desktop:
 
     def icon_geometry(self, title_prefix: str = "Kimi") -> tuple[int, int, int, int] | None:
         """(x, y, width, height) on screen of the docked icon window whose title starts so."""
+        pattern = re.compile(
+            '"' + re.escape(title_prefix) + r'[^"]*":.*?(\d+)x(\d+)[+-]\d+[+-]\d+\s+\+(-?\d+)\+(-?\d+)'
+        )
         for line in self.windows().splitlines():
-            match = re.search(r'"' + re.escape(title_prefix) + r'[^"]*":.*?(\d+)x(\d+)[+-]\d+[+-]\d+\s+\+(-?\d+)\+(-?\d+)',
-                              line)
+            match = pattern.search(line)
             if match:
                 w, h, x, y = map(int, match.groups())
                 return x, y, w, h
