@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kimi_tray import frozen
+
+    frozen.prepare()
     args = build_parser().parse_args(argv)
     command = args.command or "tray"
     try:
@@ -200,7 +203,7 @@ def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     renewer.start()
-    while renewer.join(0.5):
+    while renewer.join(3600):  # a signal interrupts the wait; no periodic wake-ups here
         pass
     instance.release()
     log.info("kimi-tray daemon stopped.")

@@ -43,7 +43,8 @@ class Settings:
     log_dir: Path = field(default_factory=lambda: Path(platformdirs.user_log_dir(APP_NAME)))
     lock_timeout: float = 10.0
     renew_give_up_after: float = 45.0
-    poll_interval: float = 30.0
+    poll_interval: float = 30.0  # daemon: how often to stat the credential file
+    tray_poll_interval: float = 60.0  # tray: the same, and the redraw, in one wake a minute
     http_timeout: float = 15.0
     config_file: Path | None = None
 
@@ -60,7 +61,8 @@ def config_path() -> Path:
 
 _PATH_KEYS = {"kimi_share_dir", "kimi_code_home", "credentials_file", "openclaw_state_dir",
               "state_dir", "log_dir"}
-_FLOAT_KEYS = {"lock_timeout", "renew_give_up_after", "poll_interval", "http_timeout"}
+_FLOAT_KEYS = {"lock_timeout", "renew_give_up_after", "poll_interval", "tray_poll_interval",
+               "http_timeout"}
 _LIST_KEYS = {"openclaw_command", "openclaw_agents"}
 _STR_KEYS = {"oauth_host", "client_id", "openclaw_mode", "openclaw_profile_id",
              "openclaw_legacy_profile_id"}

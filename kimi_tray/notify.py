@@ -45,8 +45,12 @@ class PlyerNotifier:
         self.icon_path = icon_path
 
     def send(self, title: str, message: str) -> None:
+        import warnings
+
         from plyer import notification
 
+        # plyer warns on every call when dbus-python is absent, then uses notify-send: fine.
+        warnings.filterwarnings("ignore", message="The Python dbus package is not installed")
         try:
             notification.notify(title=title, message=message, app_name=APP,
                                 app_icon=self.icon_path, timeout=15)

@@ -132,9 +132,10 @@ class TrayApp:
         """Engine listener: redraw when what the user sees changes (at least each poll)."""
         self._status = status
         self.policy.on_status(status)
-        left = status.seconds_left
-        key = (status.health, status.login_in_progress, round(status.fraction_left * 48),
-               status.summary(), None if left is None else int(left // 60))
+        # Redraw when what a person sees changes: the state, the words, or the minute left
+        # (the ring moves in the same steps), so an idle tray wakes the UI once a minute.
+        key = (status.health, status.login_in_progress, status.summary(),
+               round(status.fraction_left * (status.lifetime or 900) / 60))
         with self._lock:
             if key == self._drawn:
                 return

@@ -42,7 +42,9 @@ def run(settings: Settings, verbose: bool = False) -> int:
     backend = choose_backend()
     if backend:
         os.environ["PYSTRAY_BACKEND"] = backend
-    renewer = Renewer(settings)
+    # One engine wake a minute serves both the file check and the redraw (the daemon checks
+    # every 30 s); an idle tray then stays within 120 wake-ups an hour, UI included.
+    renewer = Renewer(settings.with_overrides(poll_interval=settings.tray_poll_interval))
     log.info("kimi-tray %s tray started (backend %s); managing %s; %s", __version__,
              backend or "default", renewer.source.path, renewer.target.describe())
     try:

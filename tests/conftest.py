@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.config import Settings, load_settings
+from tests.support.desktop import Desktop, missing_tools
 from tests.support.oauth_server import FakeKimiOAuth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,17 @@ def oauth_server() -> Iterator[FakeKimiOAuth]:
     server = FakeKimiOAuth().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def desktop(tmp_path: Path) -> Iterator[Desktop]:
+    """Xvfb, a tray host, a notification daemon and a recorder, for one test."""
+    require(not missing_tools(), f"the desktop test tools ({', '.join(missing_tools())})")
+    directory = tmp_path / "desktop"
+    directory.mkdir()
+    session = Desktop(directory).start()
+    yield session
+    session.stop()
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from kimi_tray.icons import COLOURS
-from tests.conftest import ROOT, have, kimi_file, read_json, require, wait_for, write_credentials
-from tests.support.desktop import Desktop, missing_tools
+from tests.conftest import ROOT, have, kimi_file, read_json, wait_for, write_credentials
+from tests.support.desktop import Desktop
 from tests.support.oauth_server import FakeKimiOAuth
 
 pytestmark = pytest.mark.desktop
@@ -22,19 +22,9 @@ SHOTS = ROOT / ".artifacts" / "screenshots"
 
 
 @pytest.fixture
-def desktop(tmp_path: Path) -> Iterator[Desktop]:
-    require(not missing_tools(), f"the desktop test tools ({', '.join(missing_tools())})")
-    directory = tmp_path / "desktop"
-    directory.mkdir()
-    session = Desktop(directory).start()
-    yield session
-    session.stop()
-
-
-@pytest.fixture
 def tray_env(env: dict[str, str], desktop: Desktop, tmp_path: Path) -> dict[str, str]:
     config = tmp_path / "config.toml"
-    config.write_text("poll_interval = 0.5\n")
+    config.write_text("poll_interval = 0.5\ntray_poll_interval = 0.5\n")
     browser = tmp_path / "browser"
     browser.write_text(f"#!/bin/sh\necho \"$1\" >> {tmp_path / 'browser.log'}\n")
     browser.chmod(0o755)
