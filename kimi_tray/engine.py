@@ -35,6 +35,8 @@ BACKOFF_FIRST = 5.0
 BACKOFF_CAP = 60.0
 RETRY_AFTER_CAP = 600.0
 RESUME_JUMP = 60.0
+SYNC_RETRY_FIRST = 30.0
+SYNC_RETRY_CAP = 600.0
 
 Listener = Callable[[Status], None]
 
@@ -371,7 +373,10 @@ class Renewer:
         view, _ = self.sync_openclaw(creds)
         if view.state in ("error", "stale", "missing"):
             self._sync_failures += 1
-            self._next_sync = self.clock.now() + backoff_delay(self._sync_failures, None, self.rng)
+            # OpenClaw trouble rarely fixes itself in seconds (not installed, broken config):
+            # retry every 30 s doubling to 10 minutes, and say so once per attempt in the log.
+            delay = min(SYNC_RETRY_CAP, SYNC_RETRY_FIRST * 2 ** (self._sync_failures - 1))
+            self._next_sync = self.clock.now() + delay
         else:
             self._sync_failures = 0
 

@@ -19,6 +19,30 @@ class AutostartBackend(Protocol):
     def location(self) -> str: ...
 
 
+class FileEntry:
+    """An autostart entry that is one file (XDG .desktop, LaunchAgent plist): present means on."""
+
+    path: Path
+
+    def content(self) -> bytes:
+        raise NotImplementedError
+
+    def enable(self) -> None:
+        from kimi_tray.fileio import atomic_write
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, self.content(), mode=0o644)
+
+    def disable(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def is_enabled(self) -> bool:
+        return self.path.is_file()
+
+    def location(self) -> str:
+        return str(self.path)
+
+
 def launch_command() -> list[str]:
     """What runs now: the one-file binary, or this interpreter with `-m kimi_tray`."""
     if getattr(sys, "frozen", False):

@@ -6,8 +6,7 @@ import os
 import shlex
 from pathlib import Path
 
-from kimi_tray.autostart import launch_command
-from kimi_tray.fileio import atomic_write
+from kimi_tray.autostart import FileEntry, launch_command
 
 
 def _quote(arg: str) -> str:
@@ -18,7 +17,7 @@ def _quote(arg: str) -> str:
     return f'"{escaped}"'
 
 
-class XdgAutostart:
+class XdgAutostart(FileEntry):
     def __init__(self, config_home: Path | None = None, command: list[str] | None = None) -> None:
         base = config_home or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
         self.path = base / "autostart" / "kimi-tray.desktop"
@@ -38,18 +37,8 @@ class XdgAutostart:
             "X-GNOME-Autostart-enabled=true\n"
         )
 
-    def enable(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, self.entry().encode(), mode=0o644)
-
-    def disable(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-    def is_enabled(self) -> bool:
-        return self.path.is_file()
-
-    def location(self) -> str:
-        return str(self.path)
+    def content(self) -> bytes:
+        return self.entry().encode()
 
     def __repr__(self) -> str:
         return f"XdgAutostart({shlex.join(self.command)})"
