@@ -24,7 +24,7 @@ from kimi_tray.errors import (
     TransientError,
 )
 from kimi_tray.health import Health, Status, health_for, refresh_due_at
-from kimi_tray.oauth import OAuthClient, device_headers
+from kimi_tray.oauth import OAuthClient, TokenResponse, device_headers
 from kimi_tray.openclaw import OpenClawTarget, Token, choose_target
 from kimi_tray.state import OpenClawView, PersistentState, StateStore, fingerprint
 from kimi_tray.tokens import jwt_expiry
@@ -119,18 +119,16 @@ class Renewer:
             now = self.clock.now()
             if not force and now < refresh_due_at(creds.expires_at, creds.expires_in):
                 return creds, False
-            sent = creds.refresh_token
             try:
-                token = self.oauth.refresh(sent)
+                token = self._refresh_or_remember(creds.refresh_token)
             except LoginNeeded:
                 again = self._read_credentials()
-                if again.refresh_token == sent:
-                    self._remember_dead(sent, "The Kimi refresh token was rejected.")
+                if again.refresh_token == creds.refresh_token:
                     raise
                 log.info("Another program rotated the refresh token meanwhile; using its token.")
                 if self.clock.now() < refresh_due_at(again.expires_at, again.expires_in):
                     return again, False
-                token = self.oauth.refresh(again.refresh_token)
+                token = self._refresh_or_remember(again.refresh_token)
             logs.register_secret(token.access_token, token.refresh_token)
             saved = self.source.save(
                 token.access_token, token.refresh_token, self.clock.now() + token.expires_in,
@@ -141,6 +139,13 @@ class Renewer:
         self.state.last_renewal = self.clock.now()
         self.store.save(self.state)
         return saved, True
+
+    def _refresh_or_remember(self, refresh_token: str) -> TokenResponse:
+        try:
+            return self.oauth.refresh(refresh_token)
+        except LoginNeeded:
+            self._remember_dead(refresh_token, "The Kimi refresh token was rejected.")
+            raise
 
     def _read_credentials(self) -> Credentials:
         if not self.source.exists():
