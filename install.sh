@@ -49,7 +49,7 @@ echo "Installing kimi-tray into $venv"
 mkdir -p "$prefix" "$bin_dir"
 "$python" -m venv --system-site-packages "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install -q .
+"$venv/bin/python" -m pip install -q . >"$prefix/pip.log" 2>&1 || { cat "$prefix/pip.log" >&2; exit 1; }
 ln -sf "$venv/bin/kimi-tray" "$bin_dir/kimi-tray"
 echo "Installed: $bin_dir/kimi-tray ($("$venv/bin/kimi-tray" --version))"
 "$venv/bin/python" -c "import gi" 2>/dev/null || \
