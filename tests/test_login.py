@@ -123,6 +123,10 @@ def test_terminal_login_shows_url_code_countdown_and_succeeds(oauth_server, env,
     child.close()
     assert child.exitstatus == 0
     assert read_json(kimi_file(home))["refresh_token"] in oauth_server.valid_refresh
+    device_id = (home / ".kimi" / "device_id").read_text().strip()
+    assert len(device_id) == 32
+    assert oauth_server.requests[0]["headers"]["X-Msh-Device-Id"] == device_id
+    assert stat.S_IMODE((home / ".kimi").stat().st_mode) == 0o700
 
 
 def test_terminal_login_ctrl_c_cancels_cleanly(oauth_server, env, home) -> None:
