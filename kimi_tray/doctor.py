@@ -90,10 +90,23 @@ def check_openclaw(settings: Settings) -> list[Check]:
     level = "ok" if view.state == "in_sync" else "warn"
     checks.append(Check(level, "openclaw profile", f"{view.state}: {view.detail}",
                         "" if level == "ok" else "run `kimi-tray renew`"))
+    if isinstance(target, CliTarget):
+        checks += check_auth_order(target)
     if isinstance(target, LegacyFileTarget):
         checks.append(Check("ok", "openclaw generation",
                             "legacy auth-profiles.json; the gateway restarts after each renewal"))
     return checks
+
+
+def check_auth_order(target: CliTarget) -> list[Check]:
+    """A user's own Kimi profile (an API key, say) that OpenClaw prefers would hide ours."""
+    order = target.effective_order()
+    ours = target.profile_id
+    if not order or order[0] == ours:
+        return [Check("ok", "openclaw auth order", f"{ours} is used first")] if order else []
+    others = " ".join(p for p in order if p != ours)
+    return [Check("warn", "openclaw auth order", f"OpenClaw uses {order[0]} before {ours}",
+                  f"openclaw models auth order set --provider kimi {ours} {others}".strip())]
 
 
 def check_log_dir(settings: Settings) -> list[Check]:

@@ -137,6 +137,7 @@ class CliTarget:
         self.profile_id = settings.openclaw_profile_id
         self.agents: list[str | None] = [None] + [a for a in settings.openclaw_agents if a != "main"]
         self.call_seconds = CLI_FIRST_GUESS
+        self.last_report: dict[str, Any] = {}
 
     def describe(self) -> str:
         return f"OpenClaw CLI ({' '.join(self.runner.command)}), profile {self.profile_id}"
@@ -179,7 +180,16 @@ class CliTarget:
             report = json.loads(result.stdout[result.stdout.find("{"):])
         except ValueError:
             raise OpenClawError("openclaw models status --json did not print JSON.") from None
-        return self._view_from(report, token, now)
+        self.last_report = report if isinstance(report, dict) else {}
+        return self._view_from(self.last_report, token, now)
+
+    def effective_order(self) -> list[str]:
+        """The Kimi profiles OpenClaw will use, first first (from the last `models status`)."""
+        providers = ((self.last_report.get("auth") or {}).get("oauth") or {}).get("providers") or []
+        for provider in providers:
+            if provider.get("provider") == PROVIDER:
+                return [p.get("profileId", "") for p in provider.get("effectiveProfiles") or []]
+        return []
 
     def _view_from(self, report: dict[str, Any], token: Token, now: float) -> OpenClawView:
         auth = report.get("auth") or {}

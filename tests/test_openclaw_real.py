@@ -67,5 +67,13 @@ def test_real_openclaw_holds_our_access_token_never_the_refresh(real_env, home, 
 
     doctor = run_cli(["doctor"], real_env, timeout=300)
     assert "ok    openclaw profile: in_sync" in doctor.stdout
+    # OpenClaw prefers the user's own kimi:default: doctor says so, and its fix works.
+    assert "warn  openclaw auth order: OpenClaw uses kimi:default before kimi:oauth" in doctor.stdout
+    fix = doctor.stdout.split("openclaw auth order:", 1)[1].split("-> fix: ", 1)[1].splitlines()[0]
+    assert fix == "openclaw models auth order set --provider kimi kimi:oauth kimi:default"
+    assert openclaw(real_env, *fix.split()[1:]).returncode == 0
+    after = openclaw(real_env, "models", "status", "--json")
+    order = json.loads(after.stdout[after.stdout.find("{"):])["auth"]["oauth"]["providers"][0]
+    assert [p["profileId"] for p in order["effectiveProfiles"]][0] == "kimi:oauth"
     for text in (renew.stdout, renew.stderr, doctor.stdout, doctor.stderr):
         assert new["access_token"] not in text and new["refresh_token"] not in text
