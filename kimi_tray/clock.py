@@ -36,7 +36,6 @@ class FakeClock:
         self._now = start
         self._mono = 1000.0
         self._lock = threading.Lock()
-        self.waits = 0
 
     def now(self) -> float:
         with self._lock:
@@ -57,7 +56,6 @@ class FakeClock:
             self._now += seconds
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
-        self.waits += 1
         if event.is_set():
             return True
         self.advance(max(0.0, seconds))

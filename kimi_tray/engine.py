@@ -162,14 +162,14 @@ class Renewer:
         self.store.save(self.state)
 
     # ----------------------------------------------------------------- OpenClaw
-    def sync_openclaw(self, creds: Credentials, restart: bool = True) -> tuple[OpenClawView, str]:
+    def sync_openclaw(self, creds: Credentials) -> tuple[OpenClawView, str]:
         """Hand the access token to OpenClaw; never raises, the outcome is in the view."""
         now = self.clock.now()
         token = Token(creds.access_token, creds.refresh_token, creds.expires_at)
         restart_message = ""
         try:
             view = self.target.sync(token, now)
-            if restart and self.target.restart_after_sync:
+            if self.target.restart_after_sync:
                 ok, restart_message = self.target.restart_gateway()
                 if not ok:
                     log.warning("%s", restart_message)
@@ -318,10 +318,6 @@ class Renewer:
     def request_renew(self) -> None:
         self._renew_requested = True
         self._wake.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
 
     def join(self, timeout: float) -> bool:
         """Wait for the loop thread; True while it is still running."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 DEFAULT_LIFETIME = 900.0
@@ -60,7 +60,6 @@ class Status:
     renewing: bool = False
     login_in_progress: bool = False
     failures: int = 0
-    extras: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     @property
     def seconds_left(self) -> float | None:

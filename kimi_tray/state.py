@@ -39,7 +39,6 @@ class PersistentState:
     dead_reason: str = ""
     last_renewal: float | None = None
     openclaw: OpenClawView = field(default_factory=OpenClawView)
-    last_expiry_warning: float | None = None
 
 
 class StateStore:
