@@ -74,6 +74,18 @@ class CredentialSource:
             fix_permissions(self.path)
         return parse_credentials(self.path, data)
 
+    def check_writable(self) -> None:
+        """Fail before a refresh, not after: a rotated refresh token we cannot save is lost."""
+        probe = self.path.with_name(f".{self.path.name}.probe.{os.getpid()}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            raise LocalFileError(
+                f"Cannot write in {self.path.parent} ({exc.strerror}); the token was not refreshed, "
+                "so nothing is lost. Make the directory writable."
+            ) from None
+
     def save(self, access_token: str, refresh_token: str, expires_at: float, expires_in: float,
              scope: str = "", token_type: str = "Bearer") -> Credentials:
         """Write new tokens, keeping every field we do not own (unless the owner keeps only six)."""

@@ -119,6 +119,7 @@ class Renewer:
             now = self.clock.now()
             if not force and now < refresh_due_at(creds.expires_at, creds.expires_in):
                 return creds, False
+            self.source.check_writable()
             try:
                 token = self._refresh_or_remember(creds.refresh_token)
             except LoginNeeded:

@@ -58,6 +58,22 @@ def desktop(tmp_path: Path) -> Iterator[Desktop]:
 
 
 @pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nobody can write in, root included (chattr +i where we are root)."""
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    if os.geteuid() == 0:
+        require(have("chattr"), "chattr (e2fsprogs)")
+        subprocess.run(["chattr", "+i", str(directory)], check=True)
+    else:
+        directory.chmod(0o500)
+    yield directory
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(directory)], check=False)
+    directory.chmod(0o700)
+
+
+@pytest.fixture
 def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -179,3 +180,24 @@ def test_doctor_reports_each_check(env, home, oauth_server) -> None:
     kimi_file(home).unlink()
     result = run_cli(["doctor"], env)
     assert result.returncode == 1 and "fail  credentials" in result.stdout
+
+
+def test_read_only_credentials_directory_burns_no_token(env, home, oauth_server, tmp_path) -> None:
+    """The refresh token rotates: refreshing without being able to save would lose the login."""
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, time.time() + 60)
+    before = kimi_file(home).read_bytes()
+    (kimi_file(home).parent / "kimi-code.lock").touch()
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(kimi_file(home).parent)], check=True)
+    else:
+        kimi_file(home).parent.chmod(0o500)
+    try:
+        renew = run_cli(["renew"], env)
+    finally:
+        subprocess.run(["chattr", "-i", str(kimi_file(home).parent)], check=False)
+        kimi_file(home).parent.chmod(0o700)
+    assert renew.returncode == 1 and "Cannot write in" in renew.stderr and "nothing is lost" in renew.stderr
+    assert oauth_server.refresh_calls == 0
+    assert kimi_file(home).read_bytes() == before
+    assert tokens["refresh_token"] in oauth_server.valid_refresh
