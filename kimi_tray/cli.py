@@ -192,7 +192,7 @@ def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     renewer = _renewer(settings)
     from kimi_tray.daemon import DaemonReporter
 
-    renewer.add_listener(DaemonReporter(settings).on_status)
+    renewer.add_listener(DaemonReporter(renewer).on_status)
     log.info("kimi-tray %s daemon started; managing %s; %s; log file %s", __version__,
              renewer.source.path, renewer.target.describe(), log_path)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from kimi_tray.config import Settings
+from kimi_tray.engine import Renewer
 from kimi_tray.health import Health, Status
 from kimi_tray.notify import NotificationPolicy, choose_notifier
 
@@ -12,9 +12,11 @@ log = logging.getLogger("kimi_tray.daemon")
 
 
 class DaemonReporter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, renewer: Renewer) -> None:
         self.policy = NotificationPolicy(
-            choose_notifier(), login_hint="Run `kimi-tray login` in a terminal."
+            choose_notifier(), login_hint="Run `kimi-tray login` in a terminal.",
+            last_forced_warning=renewer.state.last_forced_login_warning,
+            on_forced_warning=renewer.remember_forced_login_warning,
         )
         self._last: tuple[str, str, str] | None = None
 

@@ -229,6 +229,11 @@ class Renewer:
         self._file_key = None
         return view
 
+    def remember_forced_login_warning(self, when: float) -> None:
+        """So "once a day at most" holds across restarts of the tray or daemon."""
+        self.state.last_forced_login_warning = when
+        self.store.save(self.state)
+
     # ----------------------------------------------------------------- status
     def snapshot(self) -> Status:
         """Status from the file on disk and what we remember (used by `status` and the loop)."""

@@ -96,13 +96,14 @@ class NotificationPolicy:
     """Turns a stream of Status snapshots into the few notifications a user wants."""
 
     def __init__(self, notifier: Notifier, login_hint: str = "Choose Log in... in the tray menu.",
-                 clock: Callable[[], float] | None = None) -> None:
+                 last_forced_warning: float | None = None,
+                 on_forced_warning: Callable[[float], None] | None = None) -> None:
         self.notifier = notifier
         self.login_hint = login_hint
         self._login_episode = False
         self._failing_episode = False
-        self._last_forced_warning: float | None = None
-        self._clock = clock
+        self._last_forced_warning = last_forced_warning
+        self._on_forced_warning = on_forced_warning
 
     def on_status(self, status: Status) -> None:
         if status.login_in_progress:
@@ -137,6 +138,8 @@ class NotificationPolicy:
         if last is not None and status.now - last < WARNING_EVERY:
             return
         self._last_forced_warning = status.now
+        if self._on_forced_warning is not None:
+            self._on_forced_warning(status.now)
         left = format_duration(expiry - status.now)
         self._send("Kimi login will end soon",
                    f"The Kimi refresh token ends in {left}; log in again before then to avoid a gap.")

@@ -39,6 +39,7 @@ class PersistentState:
     dead_reason: str = ""
     last_renewal: float | None = None
     openclaw: OpenClawView = field(default_factory=OpenClawView)
+    last_forced_login_warning: float | None = None
 
 
 class StateStore:

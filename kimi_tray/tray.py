@@ -58,7 +58,9 @@ class TrayApp:
         self.renewer = renewer
         self.autostart = autostart
         self.notifier = notifier
-        self.policy = NotificationPolicy(notifier)
+        self.policy = NotificationPolicy(notifier,
+                                         last_forced_warning=renewer.state.last_forced_login_warning,
+                                         on_forced_warning=renewer.remember_forced_login_warning)
         self.log_path = log_path
         self.backend = backend
         self._cancel_login: threading.Event | None = None

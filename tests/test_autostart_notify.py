@@ -146,3 +146,18 @@ def test_forced_login_warning_at_most_daily(days_left: float, expected: int) -> 
         policy.on_status(Status(Health.FRESH, now + hour * 3600, expires_at=now + hour * 3600 + 800,
                                 lifetime=900, refresh_token_expires_at=now + days_left * 86400))
     assert [t for t, _ in recorder.sent].count("Kimi login will end soon") == expected
+
+
+def test_forced_login_warning_remembered_across_restarts() -> None:
+    now = 1_800_000_000.0
+    status = Status(Health.FRESH, now, expires_at=now + 800, lifetime=900,
+                    refresh_token_expires_at=now + 2 * 86400)
+    remembered: list[float] = []
+    first = Recorder()
+    NotificationPolicy(first, on_forced_warning=remembered.append).on_status(status)
+    assert remembered == [now] and len(first.sent) == 1
+    restarted = Recorder()
+    later = Status(Health.FRESH, now + 3600, expires_at=now + 4400, lifetime=900,
+                   refresh_token_expires_at=now + 2 * 86400)
+    NotificationPolicy(restarted, last_forced_warning=remembered[-1]).on_status(later)
+    assert restarted.sent == [], "a restart within a day does not warn again"

@@ -230,3 +230,10 @@ def test_state_file_holds_fingerprints_not_tokens(settings, home, oauth_server) 
         renewer(settings, clock).renew()
     text = StateStore(settings.state_dir).path.read_text()
     assert tokens["refresh_token"] not in text and fingerprint(tokens["refresh_token"]) in text
+
+
+def test_forced_login_warning_time_is_persisted(settings, home, oauth_server) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=900)
+    renewer(settings, clock).remember_forced_login_warning(clock.now())
+    assert renewer(settings, clock).state.last_forced_login_warning == clock.now()
