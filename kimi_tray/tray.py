@@ -39,8 +39,10 @@ def choose_backend() -> str:
 
         gi.require_version("Gtk", "3.0")
     except (ImportError, ValueError):
-        log.warning("PyGObject (python3-gi) is missing: the tray icon has no menu; a click renews. "
-                    "Reinstall with ./install.sh for real menus.")
+        note = ("PyGObject (python3-gi) is missing, so the tray icon has no menu: a click renews "
+                "(or starts the login when one is needed). ./install.sh sets up real menus.")
+        log.warning("%s", note)
+        print(f"kimi-tray: {note}", file=sys.stderr)
         return "xorg"
     desktop = os.environ.get("XDG_CURRENT_DESKTOP", "").upper()
     if any(name in desktop for name in ("GNOME", "KDE", "UNITY", "UBUNTU")):
