@@ -54,6 +54,19 @@ def choose_backend() -> str:
     return "gtk"
 
 
+def _enable_clicks_on_xorg(icon) -> None:
+    """pystray's xorg backend (0.19.5) creates its window without ButtonPressMask, so clicks never
+    reach it and the default action never runs (upstream issue #151). Ask X for button presses."""
+    window, display = getattr(icon, "_window", None), getattr(icon, "_display", None)
+    if window is None or display is None:
+        return
+    import Xlib.X
+
+    window.change_attributes(
+        event_mask=Xlib.X.ExposureMask | Xlib.X.StructureNotifyMask | Xlib.X.ButtonPressMask)
+    display.flush()
+
+
 class TrayApp:
     def __init__(self, renewer: Renewer, autostart: AutostartBackend, notifier: Notifier,
                  log_path: Path | None, backend: str) -> None:
@@ -74,6 +87,8 @@ class TrayApp:
         self._pystray = pystray
         self.icon = pystray.Icon("kimi-tray", draw_icon(self._status, ICON_SIZE), "kimi-tray",
                                  menu=self._menu())
+        if backend == "xorg":
+            _enable_clicks_on_xorg(self.icon)
 
     # ----------------------------------------------------------------- menu
     def entries(self) -> list[MenuEntry]:

@@ -191,3 +191,18 @@ def test_no_display_points_at_the_daemon(env) -> None:
     assert result.returncode == 1
     assert "no graphical session" in result.stderr and "kimi-tray daemon" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_menu_less_fallback_docks_and_a_click_renews(tray_env, home, oauth_server, desktop,
+                                                     tmp_path) -> None:
+    """Without PyGObject pystray's xorg backend has no menu: a plain click runs Renew now."""
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    tray = Tray({**tray_env, "PYSTRAY_BACKEND": "xorg"}, desktop, tmp_path / "xorg.log")
+    try:
+        assert tray.wait_state("fresh", tmp_path / "xorg.png") == "fresh"
+        before = oauth_server.successful_refreshes
+        x, y, w, h = tray.geometry()
+        desktop.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"])
+        assert wait_for(lambda: oauth_server.successful_refreshes == before + 1, timeout=10), tray.output()
+    finally:
+        tray.stop()
