@@ -16,12 +16,16 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kimi_tray import __version__
 from kimi_tray.config import Settings, load_settings
 from kimi_tray.errors import ConfigError, KimiTrayError, LoginNeeded
 from kimi_tray.health import Health, Status, format_duration
 from kimi_tray.logs import setup_logging
+
+if TYPE_CHECKING:
+    from kimi_tray.engine import Renewer
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
 
 
-def _renewer(settings: Settings):
+def _renewer(settings: Settings) -> Renewer:
     from kimi_tray.engine import Renewer
 
     return Renewer(settings)
@@ -107,7 +111,7 @@ def status_exit_code(health: Health) -> int:
     return EXIT_LOGIN if health is Health.NEEDS_LOGIN else EXIT_FAIL
 
 
-def status_dict(status: Status, renewer) -> dict:
+def status_dict(status: Status, renewer: Renewer) -> dict[str, object]:
     return {
         "health": status.health.value,
         "expires_at": status.expires_at,
@@ -152,7 +156,13 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"OpenClaw:      {status.openclaw.replace('_', ' ')}"
           + (f" ({status.openclaw_detail})" if status.openclaw_detail else "")
           + f" [{renewer.target.describe()}]")
-    print(f"Forced login:  {_clock_time(forced) if forced else 'unknown (opaque refresh token)'}")
+    if forced:
+        forced_line = _clock_time(forced)
+    elif status.expires_at is not None and status.health is not Health.NEEDS_LOGIN:
+        forced_line = "unknown (the refresh token does not say when it ends)"
+    else:
+        forced_line = "unknown"
+    print(f"Forced login:  {forced_line}")
     return status_exit_code(status.health)
 
 

@@ -102,7 +102,7 @@ def test_jwt_refresh_token_expiry_shows_in_status(env, home) -> None:
 
 def test_opaque_refresh_token_expiry_is_unknown(env, home, oauth_server) -> None:
     write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
-    assert "Forced login:  unknown" in run_cli(["status"], env).stdout
+    assert "Forced login:  unknown (the refresh token does not say" in run_cli(["status"], env).stdout
 
 
 def spawn_login(env: dict[str, str]) -> pexpect.spawn:
