@@ -334,6 +334,9 @@ class Renewer:
 
     def run(self) -> None:
         while not self._stop.is_set():
+            # Cleared before the step, not after the wait: a wake-up (Renew now) that arrives
+            # while a step runs then cuts the next sleep short instead of being lost.
+            self._wake.clear()
             try:
                 delay = self.step()
             except Exception:  # the loop must survive anything; the log says what happened
@@ -342,7 +345,6 @@ class Renewer:
             if self._stop.is_set():
                 break
             self.clock.wait(self._wake, delay)
-            self._wake.clear()
 
     def step(self) -> float:
         """Do whatever is due now; return how long to sleep before the next check."""

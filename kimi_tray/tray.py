@@ -172,6 +172,7 @@ class TrayApp:
 
     # ----------------------------------------------------------------- actions
     def renew_now(self) -> None:
+        log.info("Renew now, from the tray.")
         self.renewer.request_renew()
 
     def restart_gateway(self) -> None:
