@@ -135,11 +135,15 @@ class Renewer:
                 token.access_token, token.refresh_token, self.clock.now() + token.expires_in,
                 token.expires_in, token.scope, token.token_type,
             )
+        self._record_new_token()
+        return saved, True
+
+    def _record_new_token(self) -> None:
+        """A new token (renewed or from a login) replaces any dead one we remembered."""
         self.state.dead_refresh_fp = ""
         self.state.dead_reason = ""
         self.state.last_renewal = self.clock.now()
         self.store.save(self.state)
-        return saved, True
 
     def _refresh_or_remember(self, refresh_token: str) -> TokenResponse:
         try:
@@ -221,9 +225,7 @@ class Renewer:
 
     def finish_login(self, creds: Credentials) -> OpenClawView:
         """A new login replaces any dead token: forget it, and hand OpenClaw the new one."""
-        self.state.dead_refresh_fp = ""
-        self.state.dead_reason = ""
-        self.state.last_renewal = self.clock.now()
+        self._record_new_token()
         self._failures, self._next_attempt, self._message = 0, 0.0, ""
         view, _ = self.sync_openclaw(creds)
         self._file_key = None

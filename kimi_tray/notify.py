@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Protocol
 
@@ -17,6 +18,8 @@ from kimi_tray.health import Health, Status, format_duration
 from kimi_tray.logs import redact
 
 log = logging.getLogger(__name__)
+# plyer warns on every call when dbus-python is absent, then uses notify-send: that is fine.
+warnings.filterwarnings("ignore", message="The Python dbus package is not installed")
 APP = "kimi-tray"
 WARN_FAILING_BELOW = 300.0
 FORCED_LOGIN_WARNING = 3 * 86400.0
@@ -45,12 +48,8 @@ class PlyerNotifier:
         self.icon_path = icon_path
 
     def send(self, title: str, message: str) -> None:
-        import warnings
-
         from plyer import notification
 
-        # plyer warns on every call when dbus-python is absent, then uses notify-send: fine.
-        warnings.filterwarnings("ignore", message="The Python dbus package is not installed")
         try:
             notification.notify(title=title, message=message, app_name=APP,
                                 app_icon=self.icon_path, timeout=15)

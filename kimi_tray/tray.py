@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from kimi_tray.autostart import AutostartBackend
@@ -168,7 +167,7 @@ class TrayApp:
 
     def _refresh_menu(self) -> None:
         self._drawn = None
-        self.on_status(replace(self._status))
+        self.on_status(self._status)
 
     # ----------------------------------------------------------------- actions
     def renew_now(self) -> None:
