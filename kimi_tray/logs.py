@@ -6,24 +6,33 @@ import logging
 import logging.handlers
 import re
 import threading
+import time
 from pathlib import Path
 
 LOG_FILE_NAME = "kimi-tray.log"
 _JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
 _BEARER = re.compile(r"(?i)(bearer\s+|(?:access|refresh)_?token[\"']?\s*[:=]\s*[\"']?)[\w.\-~+/]{8,}")
-_secrets: set[str] = set()
+# Each secret with the monotonic time it was last seen, least recently seen first. A token in use
+# is seen again at every read and refresh, so dropping only what has not been seen for a day (or,
+# past a hard cap, the least recently seen) never drops one that can still reach a log line.
+_secrets: dict[str, float] = {}
 _secrets_lock = threading.Lock()
-_MAX_SECRETS = 64
+SECRET_TTL = 86400.0
+MAX_SECRETS = 2048
 
 
-def register_secret(*values: str) -> None:
+def register_secret(*values: str, now: float | None = None) -> None:
     """Every token we see is added here, so the filter can mask it even in odd formats."""
+    seen = time.monotonic() if now is None else now
     with _secrets_lock:
         for value in values:
             if value and len(value) >= 8:
-                _secrets.add(value)
-        while len(_secrets) > _MAX_SECRETS:
-            _secrets.pop()
+                _secrets.pop(value, None)
+                _secrets[value] = seen
+        for value, last_seen in list(_secrets.items()):
+            if seen - last_seen <= SECRET_TTL and len(_secrets) <= MAX_SECRETS:
+                break
+            del _secrets[value]
 
 
 def redact(text: str) -> str:

@@ -27,3 +27,34 @@ def test_registered_and_pattern_secrets_never_reach_the_log_file(tmp_path: Path)
         assert secret not in text
     assert text.count("[redacted") >= 4
     logging.getLogger().handlers.clear()
+
+
+def test_a_token_in_use_is_never_dropped_from_the_redaction_set() -> None:
+    """200 renewals, each registering a fresh pair while the long-lived first refresh token is
+    still read back every time: every token seen within the last day stays masked."""
+    logs._secrets.clear()
+    start = 1000.0
+    long_lived = "refresh-token-that-lives-for-weeks"
+    for renewal in range(200):
+        now = start + renewal * 450.0
+        pair = (f"access-{renewal:04d}-abcdefgh", f"refresh-{renewal:04d}-abcdefgh")
+        logs.register_secret(*pair, now=now)
+        logs.register_secret(long_lived, now=now)
+        assert "access" not in logs.redact(pair[0]) and "refresh" not in logs.redact(pair[1])
+        assert long_lived not in logs.redact(f"read {long_lived}")
+    # Seen 450 s * 199 ago (over a day): old enough to go; the recent ones are all still there.
+    first = "access-0000-abcdefgh"
+    assert logs.redact(first) == first
+    recent = [f"access-{n:04d}-abcdefgh" for n in range(200 - 190, 200)]
+    assert all(logs.redact(token) == "[redacted]" for token in recent)
+    logs._secrets.clear()
+
+
+def test_the_redaction_set_has_a_hard_cap() -> None:
+    logs._secrets.clear()
+    for n in range(logs.MAX_SECRETS + 10):
+        logs.register_secret(f"secret-{n:06d}", now=5.0)
+    assert len(logs._secrets) == logs.MAX_SECRETS
+    assert "secret-000000" not in logs._secrets  # the least recently seen went first
+    assert f"secret-{logs.MAX_SECRETS + 9:06d}" in logs._secrets
+    logs._secrets.clear()
