@@ -467,6 +467,7 @@ class Renewer:
         self._usage: Usage | None = (
             self.usage_store.load_usage(self._usage_stale_after()) if settings.usage_enabled else None)
         self._usage_seen_renewal = self.state.last_renewal
+        self._usage_token_refused = False  # a new token then fetches at once, despite any backoff
 
     def _usage_stale_after(self) -> float:
         """Numbers older than their refresh interval (plus the minimum gap) are not fresh."""
@@ -513,9 +514,13 @@ class Renewer:
         )
 
     def _usage_step(self, now: float) -> None:
-        if self.state.last_renewal != self._usage_seen_renewal:  # renewed or logged in: new numbers
+        if self.state.last_renewal != self._usage_seen_renewal:
+            # A new token (renewal or login) after numbers went stale (token expired, login
+            # needed, 401): fetch at once. Routine renewals keep the periodic rhythm.
             self._usage_seen_renewal = self.state.last_renewal
-            self.request_usage()
+            if self._usage is None or self._usage.is_stale(now):
+                self.request_usage(urgent=self._usage_token_refused)
+                self._usage_token_refused = False
         if self.usage_policy.is_due(now, self._usage_token_ok(now)):
             self.fetch_usage()
 
@@ -537,6 +542,7 @@ class Renewer:
                 self._attempt_refresh(force=True)
                 creds = self._creds
                 if creds is None or self._failures or not self._usage_token_ok(self.clock.now()):
+                    self._usage_token_refused = True
                     raise
                 usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
         except KimiTrayError as exc:
