@@ -15,6 +15,7 @@ from kimi_tray.usage.store import UsageStore
 from kimi_tray.usage.text import reset_clock, window_line
 
 if TYPE_CHECKING:
+    from kimi_tray.config import Settings
     from kimi_tray.health import Status
     from kimi_tray.notify import Notifier
 
@@ -74,3 +75,8 @@ class UsageAlerts:
     def _send(self, title: str, message: str) -> None:
         log.info("%s: %s", title, message)
         self.notifier.send(title, message)
+
+
+def alerts_from_settings(settings: Settings, notifier: Notifier, store: UsageStore) -> UsageAlerts:
+    return UsageAlerts(notifier, store, settings.usage_thresholds,
+                       exhausted=settings.usage_notify_exhausted, back=settings.usage_notify_back)
