@@ -156,10 +156,13 @@ def _quota_mark(draw: ImageDraw.ImageDraw, big: int, status: Status) -> None:
 
 
 def quota_fill_at(image: Image.Image) -> float:
-    """Measure the bar's filled share from the pixels (tests and screenshots use this)."""
+    """Measure the bar's filled share from the pixels (tests and screenshots use this): inside the
+    bar every pixel is either the dark track or the fill."""
     size = image.width
-    x = int(size * (QUOTA_LEFT + 1.0) / 2)
+    x = int(size * 0.9)
     top, bottom = int(size * (QUOTA_TOP + 0.05)), int(size * (QUOTA_BOTTOM - 0.05))
-    filled = sum(1 for y in range(top, bottom)
-                 if max(image.getpixel((x, y))[:3]) > 120 and image.getpixel((x, y))[3] > 200)
+    def is_track(pixel: tuple[int, ...]) -> bool:
+        return sum(abs(a - b) for a, b in zip(pixel[:3], QUOTA_TRACK, strict=False)) <= 60
+
+    filled = sum(1 for y in range(top, bottom) if not is_track(image.getpixel((x, y))))
     return filled / max(1, bottom - top)

@@ -186,6 +186,7 @@ class TrayApp:
         usage = self._status.usage
         if usage is None or usage.error or usage.fetched_at is None or \
                 self.renewer.clock.now() - usage.fetched_at > MENU_FRESH_FOR:
+            log.info("The menu opened with usage numbers over a minute old; fetching them now.")
             self.renewer.request_usage()
 
     def _watch_menu_open_soon(self) -> None:

@@ -41,15 +41,16 @@ def open_menu_and_shoot(tray: Tray, desktop: Desktop, shot: Path) -> Image.Image
     return Image.open(shot).convert("RGB")
 
 
-def dark_text_rows(image: Image.Image, box: tuple[int, int, int, int]) -> int:
-    """Rows of the menu holding near-black text (enabled items); greyed items have none."""
-    crop = image.crop(box)
-    rows = 0
-    for row in range(crop.height):
-        pixels = [crop.getpixel((col, row)) for col in range(crop.width)]
-        if sum(1 for p in pixels if max(p) < 70) >= 3:
-            rows += 1
-    return rows
+def dark_text_pixels(image: Image.Image, below: int = 50) -> int:
+    """Near-black pixels inside the menu (the white box below the panel): enabled items' text.
+    Greyed (insensitive) items draw lighter text, so stale lines add none."""
+    area = image.crop((0, below, image.width, image.height))
+    light = area.point(lambda v: 255 if v >= 245 else 0).convert("L").point(lambda v: 255 if v == 255 else 0)
+    box = light.getbbox()
+    assert box is not None, "no menu on screen"
+    menu = area.crop(box)
+    raw = menu.tobytes()
+    return sum(1 for i in range(0, len(raw), 3) if max(raw[i:i + 3]) < 90)
 
 
 def test_usage_in_the_menu_greyed_when_stale_and_thresholds_notify_once(
@@ -78,6 +79,8 @@ def test_usage_in_the_menu_greyed_when_stale_and_thresholds_notify_once(
         assert wait_for(lambda: "; Week: 20 % used (as of" in desktop.windows(), timeout=10), \
             desktop.windows()
         stale_shot = open_menu_and_shoot(stale_tray, desktop, tmp_path / "menu-stale.png")
+        assert wait_for(lambda: "The menu opened with usage numbers over a minute old" in
+                        stale_tray.output(), timeout=5), "opening the menu asks for new numbers"
     finally:
         stale_tray.stop()
     assert "Kimi quota" not in desktop.notifications(), "stale numbers never notify"
@@ -109,8 +112,8 @@ def test_usage_in_the_menu_greyed_when_stale_and_thresholds_notify_once(
     SHOTS.mkdir(parents=True, exist_ok=True)
     fresh_shot.crop(menu_box).save(SHOTS / "tray-menu-usage.png")
     stale_shot.crop(menu_box).save(SHOTS / "tray-menu-usage-stale.png")
-    fresh_rows, stale_rows = dark_text_rows(fresh_shot, menu_box), dark_text_rows(stale_shot, menu_box)
-    assert fresh_rows > stale_rows, f"live lines dark, stale ones greyed ({fresh_rows}, {stale_rows})"
+    fresh_dark, stale_dark = dark_text_pixels(fresh_shot), dark_text_pixels(stale_shot)
+    assert fresh_dark > stale_dark * 1.3, f"live lines dark, stale ones greyed ({fresh_dark}, {stale_dark})"
     for log in (tmp_path / "stale.log", tmp_path / "fresh.log", tmp_path / "again.log"):
         text = log.read_text()
         assert "Traceback" not in text and tokens["access_token"] not in text
