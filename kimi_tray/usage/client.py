@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from kimi_tray.config import check_https_url
 from kimi_tray.errors import KimiTrayError, TransientError
 from kimi_tray.oauth import _retry_after
 from kimi_tray.usage.model import Usage, UsageFormatError, parse_usages
@@ -18,8 +19,6 @@ class UsageUnauthorized(KimiTrayError):
 class UsageClient:
     def __init__(self, base_url: str, headers: dict[str, str] | None = None, timeout: float = 15.0,
                  transport: httpx.BaseTransport | None = None) -> None:
-        from kimi_tray.config import check_https_url
-
         check_https_url(base_url, "usage base URL")
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(headers=headers or {}, timeout=timeout, transport=transport,
