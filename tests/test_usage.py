@@ -342,10 +342,10 @@ def test_resume_fetches_at_once(settings, home, oauth_server, usage_server) -> N
     clock.advance(90)
     engine.step()
     assert usage_server.count == 1
-    clock.jump_wall(3 * 3600)  # asleep for three hours
-    write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 880)  # renewed at wake
+    assert engine.usage_policy.due_at(True) == pytest.approx(clock.now() - 90 + 300)
+    clock.jump_wall(120)  # asleep for two minutes: the 5-minute fetch is not due yet
     engine.step()
-    assert usage_server.count == 2
+    assert usage_server.count == 2, "a resume fetches at once"
 
 
 # --------------------------------------------------------------------------- notifications
