@@ -468,6 +468,7 @@ class Renewer:
             self.usage_store.load_usage(self._usage_stale_after()) if settings.usage_enabled else None)
         self._usage_seen_renewal = self.state.last_renewal
         self._usage_token_refused = False  # a new token then fetches at once, despite any backoff
+        self._usage_renewal_did_not_help = False  # a 401 even with a new token: renew no more for it
 
     def _usage_stale_after(self) -> float:
         """Numbers older than their refresh interval (plus the minimum gap) are not fresh."""
@@ -538,13 +539,19 @@ class Renewer:
             try:
                 usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
             except UsageUnauthorized:
+                if self._usage_renewal_did_not_help:  # renewing again would not help either
+                    raise
                 log.info("The usage server refused the access token; renewing it first.")
                 self._attempt_refresh(force=True)
                 creds = self._creds
                 if creds is None or self._failures or not self._usage_token_ok(self.clock.now()):
                     self._usage_token_refused = True
                     raise
-                usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
+                try:
+                    usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
+                except UsageUnauthorized:
+                    self._usage_renewal_did_not_help = True
+                    raise
         except KimiTrayError as exc:
             now = self.clock.now()
             delay = self.usage_policy.failed(now, getattr(exc, "retry_after", None))
@@ -552,6 +559,7 @@ class Renewer:
                         exc, delay)
             self._usage = (self._usage or Usage(stale_after=stale_after)).failed(str(exc), now)
         else:
+            self._usage_renewal_did_not_help = False
             self.usage_policy.succeeded(usage.fetched_at or self.clock.now(),
                                         (w.resets_at for w in usage.windows))
             self._usage = usage

@@ -257,6 +257,25 @@ def test_401_with_a_dead_refresh_token_stops_asking(settings, home, oauth_server
     assert engine.status.usage.is_stale(clock.now()) and "HTTP 401" in engine.status.usage.error
 
 
+def test_a_server_that_refuses_every_token_costs_one_renewal_not_one_per_try(
+        settings, home, usage_server) -> None:
+    clock = FakeClock(start=time.time())
+    oauth_server = FakeKimiOAuth(lifetime=86400).start()  # day-long tokens: no routine renewals
+    try:
+        write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 86000)
+        usage_server.fail_always("401")
+        engine = Renewer(quiet_settings(settings, oauth_host=oauth_server.url), clock=clock)
+        engine.watch_usage()
+        start = clock.now()
+        while clock.now() - start < 6 * 3600:
+            clock.advance(engine.step())
+    finally:
+        oauth_server.stop()
+    assert oauth_server.successful_refreshes == 1, "one renewal to rule out an old token, then no more"
+    assert 2 <= usage_server.count <= 18 and "HTTP 401" in engine.status.usage.error  # backoff to 30 min
+    assert engine.status.health is Health.FRESH
+
+
 @pytest.mark.parametrize("fault", ["500", "429:300", "malformed", "drop"])
 def test_failures_mark_the_numbers_stale_and_back_off(settings, home, oauth_server, usage_server,
                                                       fault) -> None:
