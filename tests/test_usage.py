@@ -4,6 +4,7 @@ the engine's fetches over a simulated day, the quota notifications and the CLI."
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import json
 import logging
 import os
@@ -414,6 +415,18 @@ def test_a_jump_notifies_the_highest_threshold_only_and_thresholds_can_be_off(tm
     for used in (196, 200, 3):
         alerts.check(usage_at(NOW, used), NOW)
     assert silent.sent == []
+
+
+def test_old_numbers_from_the_file_never_notify(tmp_path) -> None:
+    from kimi_tray.health import Status
+
+    notes = RecordingNotifier()
+    alerts = UsageAlerts(notes, UsageStore(tmp_path))
+    old = Usage("", NOW - 3600, (UsageWindow("5 h", 196, 200, 4, NOW + 600),), stale_after=360)
+    alerts.on_status(Status(Health.FRESH, NOW, usage=old))
+    assert notes.sent == []
+    alerts.on_status(Status(Health.FRESH, NOW, usage=dataclasses.replace(old, fetched_at=NOW)))
+    assert [t for t, _ in notes.sent] == ["Kimi quota 95 % used"]
 
 
 def test_stale_numbers_never_notify(settings, home, oauth_server, usage_server) -> None:

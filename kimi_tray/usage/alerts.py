@@ -35,7 +35,7 @@ class UsageAlerts:
     def on_status(self, status: Status) -> None:
         """Engine listener: judge each new successful fetch once; stale numbers never notify."""
         usage = getattr(status, "usage", None)
-        if usage is None or usage.error or usage.fetched_at is None or usage.fetched_at == self._seen:
+        if usage is None or usage.is_stale(status.now) or usage.fetched_at == self._seen:
             return
         self._seen = usage.fetched_at
         self.check(usage, status.now)
