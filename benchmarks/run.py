@@ -28,9 +28,13 @@ from kimi_tray.engine import Renewer  # noqa: E402
 from kimi_tray.openclaw import LegacyFileTarget, Token, legacy_profiles_path  # noqa: E402
 from tests.conftest import write_credentials, write_fake_openclaw  # noqa: E402
 from tests.support.oauth_server import FakeKimiOAuth  # noqa: E402
+from tests.support.usage_server import FakeKimiUsage, kimi_reply  # noqa: E402
 
 WEEK = 7 * 86400
 LIFETIME = 900
+
+
+USAGE = FakeKimiUsage()  # the loopback usage endpoint every run here talks to (never the real one)
 
 
 def make_home(server: FakeKimiOAuth, expires_at: float) -> tuple[Path, dict[str, str]]:
@@ -46,6 +50,7 @@ def make_home(server: FakeKimiOAuth, expires_at: float) -> tuple[Path, dict[str,
         "XDG_STATE_HOME": str(home / ".local" / "state"),
         "XDG_CONFIG_HOME": str(home / ".config"),
         "KIMI_CODE_OAUTH_HOST": server.url,
+        "KIMI_CODE_BASE_URL": USAGE.url,
         "FAKE_OPENCLAW_LOG": str(base / "openclaw-calls.jsonl"),
         "PYTHONPATH": str(ROOT),
     }
@@ -94,6 +99,25 @@ def simulated_week(server: FakeKimiOAuth) -> dict[str, dict[str, str]]:
     return {"ours": ours, "seed": seed}
 
 
+def simulated_usage_day(server: FakeKimiOAuth) -> dict[str, float]:
+    """Usage fetches over a simulated day of renewals: the tray's policy, and the daemon's."""
+    result = {}
+    for mode in ("tray", "daemon"):
+        clock = FakeClock(start=time.time())
+        USAGE.reply = kimi_reply(clock.now(), window_reset_in=3 * 3600)
+        home, env = make_home(server, clock.now() + LIFETIME)
+        settings = load_settings(env).with_overrides(state_dir=home / "state", log_dir=home / "log",
+                                                     openclaw_mode="off")
+        engine = Renewer(settings, clock=clock)
+        if mode == "tray":
+            engine.watch_usage()
+        before, start = USAGE.count, clock.now()
+        while clock.now() - start < 86400:
+            clock.advance(min(engine.step(), start + 86400 - clock.now()))
+        result[mode] = (USAGE.count - before) / 24
+    return result
+
+
 def refresh_latency(server: FakeKimiOAuth, runs: int = 200) -> tuple[float, float]:
     home, env = make_home(server, time.time() + LIFETIME)
     settings = load_settings(env).with_overrides(state_dir=home / "state", log_dir=home / "log",
@@ -135,6 +159,7 @@ def rss_mib(pid: int, field: str = "Rss:") -> float:
 
 
 def idle(command: list[str], env: dict[str, str], seconds: float, ready) -> dict[str, float]:
+    usage_before = USAGE.count
     proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     started = time.monotonic()
@@ -146,6 +171,7 @@ def idle(command: list[str], env: dict[str, str], seconds: float, ready) -> dict
         visible = time.monotonic() - started
         time.sleep(3)  # let start-up work finish
         cpu0, sw0 = process_costs(proc.pid)
+        usage_start = USAGE.count
         bursts, last, was_active = 0, sw0, False
         end = time.monotonic() + seconds
         while time.monotonic() < end:  # 20 samples a second; reading /proc does not wake it
@@ -163,6 +189,8 @@ def idle(command: list[str], env: dict[str, str], seconds: float, ready) -> dict
             "cpu_per_hour": (cpu1 - cpu0) * per_hour,
             "wakeups_per_hour": bursts * per_hour,
             "switches_per_hour": (sw1 - sw0) * per_hour,
+            "usage_at_start": usage_start - usage_before,
+            "usage_idle": USAGE.count - usage_start,
         }
     finally:
         proc.terminate()
@@ -213,6 +241,7 @@ def main() -> int:
                         help="also build the one-file binary (PyInstaller) and measure it")
     args = parser.parse_args()
     server = FakeKimiOAuth().start()
+    USAGE.start()
     rows: list[tuple[str, str, str, str]] = []
     week = simulated_week(server)
     for key in week["ours"]:
@@ -221,6 +250,10 @@ def main() -> int:
     p50, p99 = refresh_latency(server)
     rows.append(("refresh latency p50 (trigger to both files)", f"{p50:.1f} ms", "n/a", "< 20 ms"))
     rows.append(("refresh latency p99", f"{p99:.1f} ms", "n/a", ""))
+    usage = simulated_usage_day(server)
+    rows.append(("simulated day: usage fetches per hour idle (tray)", f"{usage['tray']:.1f}", "",
+                 "<= 13"))
+    rows.append(("simulated day: usage fetches per hour (daemon)", f"{usage['daemon']:.1f}", "", "0"))
     daemon = daemon_idle(server, args.idle)
     rows.append((f"daemon idle {args.idle:.0f} s: RSS", f"{daemon['rss']:.1f} MiB", "", "< 30 MiB"))
     rows.append(("daemon idle: CPU per hour", cpu_text(daemon["cpu_per_hour"], args.idle), "", ""))
@@ -232,6 +265,8 @@ def main() -> int:
         rows.append(("tray idle: PSS (shared libraries split)", f"{tray['pss']:.1f} MiB", "", ""))
         rows.append(("tray idle: CPU per hour", cpu_text(tray["cpu_per_hour"], args.idle), "", "< 1 s"))
         rows.append(("tray idle: wake-ups per hour", wake_text(tray), "", "<= 120"))
+        rows.append((f"tray: usage fetches at start / in {args.idle:.0f} s idle",
+                     f"{tray['usage_at_start']} / {tray['usage_idle']}", "", "1 / <= 1 per 300 s"))
     except RuntimeError as exc:
         rows.append(("tray", f"skipped: {exc}", "", ""))
     if args.build:
@@ -248,6 +283,7 @@ def main() -> int:
         binary = tray_idle(server, min(args.idle, 10), [str(binary_path)])
         rows.append(("binary: start to icon visible", f"{binary['ready_s']:.2f} s", "", "< 2.5 s"))
     server.stop()
+    USAGE.stop()
     widths = [max(len(r[i]) for r in rows + [("what", "kimi-tray", "seed cron", "goal")]) for i in range(4)]
     header = ("what", "kimi-tray", "seed cron", "goal")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")

@@ -1,4 +1,4 @@
-"""Command line: tray (default), daemon, status, renew, login, autostart, doctor.
+"""Command line: tray (default), daemon, status, renew, login, usage, autostart, doctor.
 
 Exit codes, the same for every command:
   0  success (status: the token is fresh or ageing)
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     login.add_argument("--no-browser", action="store_true",
                        help="only print the URL (for SSH sessions)")
+    usage = commands.add_parser("usage", help="fetch the Kimi quota now (weekly and 5-hour windows)",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    usage.add_argument("--json", action="store_true", help="print one JSON object")
     autostart = commands.add_parser("autostart", help="start the tray when you log in")
     autostart.add_argument("action", choices=["on", "off", "status"])
     commands.add_parser("doctor", help="check the setup; each line ok/warn/fail with the fix")
@@ -85,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": run_status,
         "renew": run_renew,
         "login": run_login,
+        "usage": run_usage,
         "autostart": run_autostart,
         "doctor": run_doctor,
     }
@@ -125,6 +129,7 @@ def status_dict(status: Status, renewer: Renewer) -> dict[str, object]:
         "openclaw_mode": renewer.target.mode,
         "refresh_token_expires_at": status.refresh_token_expires_at,
         "summary": status.summary(),
+        "usage": status.usage.to_json(status.now) if status.usage is not None else None,
     }
 
 
@@ -137,6 +142,7 @@ def _clock_time(epoch: float | None) -> str:
 def run_status(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(None, to_stderr=True, verbose=args.verbose)
     renewer = _renewer(settings)
+    renewer.usage_for_cli(force=False)  # fetches only when the saved numbers are stale
     status = renewer.snapshot()
     if args.json:
         print(json.dumps(status_dict(status, renewer), indent=2))
@@ -163,7 +169,56 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         forced_line = "unknown"
     print(f"Forced login:  {forced_line}")
+    print_usage_lines(status)
     return status_exit_code(status.health)
+
+
+# ----------------------------------------------------------------------------- usage
+def print_usage_lines(status: Status) -> None:
+    """'Usage:  plan X, as of 14:03' and then one line per window."""
+    from kimi_tray.usage.text import age_line, plan_words, window_line
+
+    usage = status.usage
+    if usage is None:
+        return
+    head = ", ".join(part for part in (plan_words(usage), age_line(usage, status.now)) if part)
+    print(f"Usage:         {head}")
+    for window in usage.windows:
+        print(f"               {window_line(window, status.now)}")
+
+
+def run_usage(settings: Settings, args: argparse.Namespace) -> int:
+    """Fetch the quota now. Exit 0 with fresh numbers, 1 when they could not be updated, 3 when a
+    login is needed (no request is made with a dead or expired token)."""
+    setup_logging(None, to_stderr=args.verbose, verbose=args.verbose)
+    if not settings.usage_enabled:
+        print("kimi-tray: usage is turned off (usage_enabled = false in the config file).",
+              file=sys.stderr)
+        return EXIT_FAIL
+    renewer = _renewer(settings)
+    status = renewer.snapshot()
+    if status.health is Health.NEEDS_LOGIN:
+        print(f"kimi-tray: {status.message or 'A login is needed.'} Run `kimi-tray login`.",
+              file=sys.stderr)
+        return EXIT_LOGIN
+    if status.health in (Health.EXPIRED, Health.ERROR):
+        print(f"kimi-tray: cannot ask for the usage: {status.summary()}. Run `kimi-tray renew` first.",
+              file=sys.stderr)
+        return EXIT_FAIL
+    renewer.usage_for_cli(force=True)
+    status = renewer.snapshot()
+    usage = status.usage
+    fresh = usage is not None and not usage.is_stale(status.now)
+    if args.json:
+        print(json.dumps(usage.to_json(status.now) if usage else None, indent=2))
+    else:
+        print_usage_lines(status)
+    if not fresh:
+        if not args.json:
+            print(f"kimi-tray: could not update the usage: {usage.error if usage else 'unknown error'}.",
+                  file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- renew

@@ -23,6 +23,7 @@ APP_NAME = "kimi-tray"
 DEFAULT_OAUTH_HOST = "https://auth.kimi.com"
 KIMI_CLIENT_ID = "17e5f671-d194-4dfb-9706-5516cb48c098"
 OPENCLAW_MODES = ("auto", "cli", "file", "off")
+DEFAULT_USAGE_BASE_URL = "https://api.kimi.com/coding/v1"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ class Settings:
     tray_poll_interval: float = 60.0  # tray: the same, and the redraw, in one wake a minute
     http_timeout: float = 15.0
     config_file: Path | None = None
+    usage_enabled: bool = True  # fetch and show the Kimi quota
+    usage_base_url: str = DEFAULT_USAGE_BASE_URL  # GET {usage_base_url}/usages
+    usage_interval: float = 300.0  # how often the tray fetches the quota
+    usage_thresholds: tuple[float, ...] = (80.0, 95.0)  # notify at these % used; [] turns off
+    usage_notify_exhausted: bool = True
+    usage_notify_back: bool = False  # "quota is back" when an exhausted window resets
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -62,10 +69,11 @@ def config_path() -> Path:
 _PATH_KEYS = {"kimi_share_dir", "kimi_code_home", "credentials_file", "openclaw_state_dir",
               "state_dir", "log_dir"}
 _FLOAT_KEYS = {"lock_timeout", "renew_give_up_after", "poll_interval", "tray_poll_interval",
-               "http_timeout"}
+               "http_timeout", "usage_interval"}
+_PERCENT_LIST_KEYS = {"usage_thresholds"}
 _LIST_KEYS = {"openclaw_command", "openclaw_agents"}
 _STR_KEYS = {"oauth_host", "client_id", "openclaw_mode", "openclaw_profile_id",
-             "openclaw_legacy_profile_id"}
+             "openclaw_legacy_profile_id", "usage_base_url"}
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -91,6 +99,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         values["kimi_lock_disabled"] = True
     if env.get("KIMI_TRAY_OPENCLAW"):
         values["openclaw_mode"] = env["KIMI_TRAY_OPENCLAW"]
+    if env.get("KIMI_CODE_BASE_URL"):  # the Kimi CLI's own variable for the API base
+        values["usage_base_url"] = env["KIMI_CODE_BASE_URL"]
 
     values.setdefault("kimi_share_dir", home / ".kimi")
     values.setdefault("kimi_code_home", home / ".kimi-code")
@@ -134,6 +144,11 @@ def _coerce(path: Path, key: str, value: Any) -> Any:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
         return tuple(value)
+    if key in _PERCENT_LIST_KEYS:
+        if not isinstance(value, list) or not all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v <= 100 for v in value):
+            raise bad("a list of percentages between 0 and 100 (an empty list turns them off)")
+        return tuple(float(v) for v in value)
     if key in _STR_KEYS:
         if not isinstance(value, str) or not value:
             raise bad("a non-empty string")
@@ -149,6 +164,7 @@ def validate(settings: Settings) -> None:
             f"openclaw_mode must be one of {', '.join(OPENCLAW_MODES)}, not {settings.openclaw_mode!r}."
         )
     check_oauth_host(settings.oauth_host)
+    check_https_url(settings.usage_base_url, "usage base URL")
 
 
 def is_loopback_host(hostname: str) -> bool:
@@ -169,3 +185,13 @@ def check_oauth_host(host: str) -> None:
         raise ConfigError(
             f"The OAuth host {host} uses plain http; only https is allowed (http only for loopback)."
         )
+
+
+def check_https_url(url: str, what: str) -> None:
+    """The same rule for any URL that carries a token: HTTPS, or plain HTTP to loopback only."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"The {what} {url!r} is not an http(s) URL.")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError(
+            f"The {what} {url} uses plain http; only https is allowed (http only for loopback).")

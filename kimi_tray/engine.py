@@ -28,6 +28,8 @@ from kimi_tray.oauth import OAuthClient, TokenResponse, device_headers
 from kimi_tray.openclaw import OpenClawTarget, Token, choose_target
 from kimi_tray.state import OpenClawView, PersistentState, StateStore, fingerprint
 from kimi_tray.tokens import jwt_expiry
+from kimi_tray.usage import FetchPolicy, Usage, UsageClient, UsageStore, UsageUnauthorized
+from kimi_tray.usage.policy import MIN_GAP as USAGE_MIN_GAP
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Renewer:
         self._last_tick: tuple[float, float] | None = None
         self.login_in_progress = False
         self.status: Status = Status(Health.ERROR, self.clock.now(), message="starting")
+        self._init_usage()
 
     # ----------------------------------------------------------------- collaborators
     @property
@@ -282,6 +285,7 @@ class Renewer:
             renewing=self._renewing,
             login_in_progress=self.login_in_progress,
             failures=self._failures,
+            usage=self._usage,
         )
         view = self.state.openclaw
         openclaw_state, openclaw_detail = view.state, view.detail
@@ -358,6 +362,7 @@ class Renewer:
             if requested or self._refresh_due(now):
                 self._attempt_refresh(force=requested)
             self._sync_openclaw_if_needed()
+        self._usage_step(self.clock.now())
         return self._next_delay(self._publish())
 
     def _refresh_due(self, now: float) -> bool:
@@ -429,6 +434,7 @@ class Renewer:
             delay = min(delay, max(0.0, due - now))
         if self._next_sync > now:
             delay = min(delay, self._next_sync - now)
+        delay = min(delay, self._usage_delay(now))
         return max(0.05, delay)
 
     def _detect_resume(self, now: float) -> None:
@@ -440,6 +446,7 @@ class Renewer:
                          wall_delta - mono_delta)
                 self._next_attempt = 0.0
                 self._file_key = None
+                self._usage_resumed()
         self._last_tick = (now, mono)
 
     def _publish(self) -> Status:
@@ -450,3 +457,124 @@ class Renewer:
             except Exception:
                 log.exception("A status listener failed")
         return self.status
+
+    # ----------------------------------------------------------------- usage (Kimi quota)
+    def _init_usage(self) -> None:
+        settings = self.settings
+        self.usage_policy = FetchPolicy(interval=settings.usage_interval)
+        self.usage_store = UsageStore(settings.state_dir)
+        self._usage_client: UsageClient | None = None
+        self._usage: Usage | None = (
+            self.usage_store.load_usage(self._usage_stale_after()) if settings.usage_enabled else None)
+        self._usage_seen_renewal = self.state.last_renewal
+        self._usage_token_refused = False  # a new token then fetches at once, despite any backoff
+        self._usage_renewal_did_not_help = False  # a 401 even with a new token: renew no more for it
+
+    def _usage_stale_after(self) -> float:
+        """Numbers older than their refresh interval (plus the minimum gap) are not fresh."""
+        return self.settings.usage_interval + USAGE_MIN_GAP
+
+    @property
+    def usage_client(self) -> UsageClient:
+        if self._usage_client is None:
+            headers = device_headers(device_id(self.source.home))
+            self._usage_client = UsageClient(self.settings.usage_base_url, headers,
+                                             timeout=self.settings.http_timeout)
+        return self._usage_client
+
+    def watch_usage(self) -> None:
+        """A desktop session shows the quota: fetch now and then periodically.
+
+        Without this call (the daemon) the engine never fetches on its own, so a server stays quiet.
+        """
+        if self.settings.usage_enabled:
+            self.usage_policy.periodic = True
+            self.usage_policy.request()
+            self._wake.set()
+
+    def request_usage(self, urgent: bool = False) -> None:
+        """Fetch the quota as soon as the policy allows (the menu opened with old numbers)."""
+        if self.usage_policy.periodic:
+            self.usage_policy.request(urgent)
+            self._wake.set()
+
+    def _usage_resumed(self) -> None:
+        self.request_usage(urgent=True)
+
+    def _usage_token_ok(self, now: float) -> bool:
+        """Never ask with a token that is dead, expired or being replaced."""
+        creds = self._creds
+        return (
+            self.settings.usage_enabled
+            and creds is not None
+            and not self._load_error
+            and not self.login_in_progress
+            and bool(creds.access_token)
+            and creds.expires_at > now
+            and not self._login_needed_reason()
+        )
+
+    def _usage_step(self, now: float) -> None:
+        if self.state.last_renewal != self._usage_seen_renewal:
+            # A new token (renewal or login) after numbers went stale (token expired, login
+            # needed, 401): fetch at once. Routine renewals keep the periodic rhythm.
+            self._usage_seen_renewal = self.state.last_renewal
+            if self._usage is None or self._usage.is_stale(now):
+                self.request_usage(urgent=self._usage_token_refused)
+                self._usage_token_refused = False
+        if self.usage_policy.is_due(now, self._usage_token_ok(now)):
+            self.fetch_usage()
+
+    def _usage_delay(self, now: float) -> float:
+        due = self.usage_policy.due_at(self._usage_token_ok(now))
+        return float("inf") if due is None else max(0.0, due - now)
+
+    def fetch_usage(self) -> Usage | None:
+        """One fetch of the quota; on a 401 renew the token first and try once more. Never raises."""
+        creds = self._creds
+        if creds is None:
+            return self._usage
+        stale_after = self._usage_stale_after()
+        try:
+            try:
+                usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
+            except UsageUnauthorized:
+                if self._usage_renewal_did_not_help:  # renewing again would not help either
+                    raise
+                log.info("The usage server refused the access token; renewing it first.")
+                self._attempt_refresh(force=True)
+                creds = self._creds
+                if creds is None or self._failures or not self._usage_token_ok(self.clock.now()):
+                    self._usage_token_refused = True
+                    raise
+                try:
+                    usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
+                except UsageUnauthorized:
+                    self._usage_renewal_did_not_help = True
+                    raise
+        except KimiTrayError as exc:
+            now = self.clock.now()
+            delay = self.usage_policy.failed(now, getattr(exc, "retry_after", None))
+            log.warning("Could not update the Kimi usage (%s); next try in %.0f s at the earliest.",
+                        exc, delay)
+            self._usage = (self._usage or Usage(stale_after=stale_after)).failed(str(exc), now)
+        else:
+            self._usage_renewal_did_not_help = False
+            self.usage_policy.succeeded(usage.fetched_at or self.clock.now(),
+                                        (w.resets_at for w in usage.windows))
+            self._usage = usage
+        self.usage_store.save_usage(self._usage)
+        return self._usage
+
+    def usage_for_cli(self, force: bool) -> Usage | None:
+        """For `status` (fetch only when the numbers are stale) and `usage` (fetch now)."""
+        self._reload_if_changed(force=True)
+        now = self.clock.now()
+        usage = self._usage
+        if not self._usage_token_ok(now):
+            return usage
+        recently_tried = (usage is not None and usage.checked_at is not None
+                          and now - usage.checked_at < USAGE_MIN_GAP)
+        if force or usage is None or (usage.is_stale(now) and not recently_tried):
+            return self.fetch_usage()
+        return usage

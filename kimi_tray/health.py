@@ -5,6 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kimi_tray.usage.model import Usage
 
 DEFAULT_LIFETIME = 900.0
 MIN_REFRESH_MARGIN = 300.0
@@ -60,6 +64,7 @@ class Status:
     renewing: bool = False
     login_in_progress: bool = False
     failures: int = 0
+    usage: Usage | None = None  # the Kimi quota as last fetched (may be stale: see Usage.is_stale)
 
     @property
     def seconds_left(self) -> float | None:

@@ -4,6 +4,8 @@ Drawn at 4x and scaled down, so it stays crisp from 16 px panels to hi-dpi 64 px
 Shape as well as colour, so it reads on monochrome panels and for colour-blind users:
 a disc with a ring (token alive), a hollow disc (expired), a diamond with "!" (login needed),
 a grey square with "?" (error), a blue disc with three dots (waiting for the browser login).
+A thin bar on the right edge shows the most constrained quota window (filled from the bottom as
+it is used), outside the ring, so the token's colour and shape stay as they are.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def draw_icon(status: Status, size: int = 64) -> Image.Image:
         fraction = status.fraction_left
         if fraction > 0:
             draw.arc(arc_box, start=-90, end=-90 + 360 * fraction, fill=WHITE, width=width)
+    _quota_mark(draw, big, status)
     return image.resize((size, size), Image.BOX)
 
 
@@ -118,3 +121,48 @@ def status_for_preview(health: Health, fraction: float = 0.8, lifetime: float = 
     """A Status with a given health and share of lifetime left (for previews and asset files)."""
     now = 1_800_000_000.0
     return Status(health, now, expires_at=now + fraction * lifetime, lifetime=lifetime)
+
+
+# ----------------------------------------------------------------------------- quota mark
+QUOTA_LEFT = 0.84  # the bar spans x 0.84..1.0: outside the ring, over the disc's outer rim only
+QUOTA_TOP, QUOTA_BOTTOM = 0.1, 0.9
+QUOTA_TRACK = (40, 40, 40, 255)
+QUOTA_COLOURS = ((95.0, (215, 38, 61)), (80.0, (245, 124, 0)), (0.0, (255, 255, 255)))
+QUOTA_STALE = (150, 150, 150)
+
+
+def quota_fraction(status: Status) -> float | None:
+    """The most constrained window's used share, or None when there is nothing to show."""
+    usage = status.usage
+    window = usage.most_constrained() if usage is not None else None
+    return None if window is None else window.fraction_used
+
+
+def _quota_mark(draw: ImageDraw.ImageDraw, big: int, status: Status) -> None:
+    fraction = quota_fraction(status)
+    if fraction is None or status.usage is None:
+        return
+    left, top, bottom = big * QUOTA_LEFT, big * QUOTA_TOP, big * QUOTA_BOTTOM
+    draw.rounded_rectangle((left, top, big - 1, bottom), radius=big * 0.05, fill=QUOTA_TRACK)
+    inset = big * 0.035
+    inner_top, inner_bottom = top + inset, bottom - inset
+    fill_top = inner_bottom - (inner_bottom - inner_top) * fraction
+    if fraction > 0:
+        percent = 100 * fraction
+        colour = next(c for limit, c in QUOTA_COLOURS if percent >= limit)
+        if status.usage.is_stale(status.now):
+            colour = QUOTA_STALE
+        draw.rectangle((left + inset, fill_top, big - 1 - inset, inner_bottom), fill=colour + (255,))
+
+
+def quota_fill_at(image: Image.Image) -> float:
+    """Measure the bar's filled share from the pixels (tests and screenshots use this): inside the
+    bar every pixel is either the dark track or the fill."""
+    size = image.width
+    x = int(size * 0.9)
+    top, bottom = int(size * (QUOTA_TOP + 0.05)), int(size * (QUOTA_BOTTOM - 0.05))
+    def is_track(pixel: tuple[int, ...]) -> bool:
+        return sum(abs(a - b) for a, b in zip(pixel[:3], QUOTA_TRACK, strict=False)) <= 60
+
+    filled = sum(1 for y in range(top, bottom) if not is_track(image.getpixel((x, y))))
+    return filled / max(1, bottom - top)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kimi_tray.health import Health, Status
+from kimi_tray.usage.text import age_line, plan_words, short_line, window_line
+
+USAGE_SLOTS = 4  # menu lines for quota windows (the week, the 5-hour one, and room for more)
+USAGE_KEYS = tuple(f"usage_{i}" for i in range(USAGE_SLOTS)) + ("usage_age",)
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,8 @@ def build_menu(status: Status, autostart_on: bool, openclaw_on: bool) -> list[Me
     login_needed = status.health in (Health.NEEDS_LOGIN, Health.EXPIRED)
     busy = status.renewing or status.login_in_progress
     entries = [
-        MenuEntry("status", status.summary(), enabled=False),
+        MenuEntry("status", status.summary() + plan_suffix(status), enabled=False),
+        *usage_entries(status),
         MenuEntry("renew", "Renew now", enabled=not busy, default=not login_needed),
     ]
     if status.login_in_progress:
@@ -34,3 +39,28 @@ def build_menu(status: Status, autostart_on: bool, openclaw_on: bool) -> list[Me
         MenuEntry("quit", "Quit"),
     ]
     return entries
+
+
+# ----------------------------------------------------------------------------- usage
+def plan_suffix(status: Status) -> str:
+    words = plan_words(status.usage)
+    return f" ({words})" if words else ""
+
+
+def usage_entries(status: Status) -> list[MenuEntry]:
+    """One line per quota window, then its age. Fresh lines are live (a click updates them now);
+    stale ones are greyed, so old numbers never look current."""
+    usage = status.usage
+    if usage is None:
+        return []
+    live = not usage.is_stale(status.now)
+    entries = [MenuEntry(f"usage_{i}", window_line(window, status.now), enabled=live)
+               for i, window in enumerate(usage.windows[:USAGE_SLOTS])]
+    entries.append(MenuEntry("usage_age", age_line(usage, status.now), enabled=live))
+    return entries
+
+
+def tooltip(status: Status) -> str:
+    """The status summary plus the most constrained quota window."""
+    quota = short_line(status.usage, status.now)
+    return f"{status.summary()}; {quota}" if quota else status.summary()

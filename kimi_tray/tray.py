@@ -20,11 +20,13 @@ from kimi_tray.errors import DeviceFlowError, KimiTrayError
 from kimi_tray.health import Status
 from kimi_tray.icons import draw_icon
 from kimi_tray.login import LoginCancelled, LoginProgress, device_login, open_browser
-from kimi_tray.menu import MenuEntry, build_menu
+from kimi_tray.menu import USAGE_KEYS, MenuEntry, build_menu, tooltip, usage_entries
 from kimi_tray.notify import NotificationPolicy, Notifier
+from kimi_tray.usage.alerts import alerts_from_settings
 
 log = logging.getLogger(__name__)
 ICON_SIZE = 64
+MENU_FRESH_FOR = 60.0  # seconds: older numbers are fetched again when the menu opens
 
 
 def choose_backend() -> str:
@@ -79,6 +81,8 @@ class TrayApp:
         self.backend = backend
         self._cancel_login: threading.Event | None = None
         self._drawn: tuple | None = None
+        self._watched_menu: object | None = None
+        self.usage_alerts = alerts_from_settings(renewer.settings, notifier, renewer.usage_store)
         self._status: Status = renewer.status
         self._lock = threading.Lock()
         import pystray  # imported late: it connects to the display at import time
@@ -103,6 +107,7 @@ class TrayApp:
         pystray = self._pystray
         actions: dict[str, Callable[[], None]] = {
             "status": lambda: None,
+            **dict.fromkeys(USAGE_KEYS, self.update_usage),
             "renew": self.renew_now,
             "login": self.start_login,
             "cancel_login": self.cancel_login,
@@ -153,21 +158,55 @@ class TrayApp:
         # Redraw when what a person sees changes: the state, the words, or the minute left
         # (the ring moves in the same steps), so an idle tray wakes the UI once a minute.
         key = (status.health, status.login_in_progress, status.summary(),
-               round(status.fraction_left * (status.lifetime or 900) / 60))
+               round(status.fraction_left * (status.lifetime or 900) / 60), tooltip(status),
+               tuple(usage_entries(status)))
         with self._lock:
             if key == self._drawn:
                 return
             self._drawn = key
         self.icon.icon = draw_icon(status, ICON_SIZE)
-        self.icon.title = status.summary()
+        self.icon.title = tooltip(status)
         try:
             self.icon.update_menu()
         except Exception:  # some backends cannot update a menu that is not shown yet
             log.debug("update_menu failed", exc_info=True)
+        self._watch_menu_open_soon()
 
     def _refresh_menu(self) -> None:
         self._drawn = None
         self.on_status(self._status)
+
+    # ----------------------------------------------------------------- usage
+    def update_usage(self) -> None:
+        """A click on a usage line: fetch now (the engine's policy still spaces the requests)."""
+        self.renewer.request_usage()
+
+    def on_menu_open(self) -> None:
+        """Numbers over a minute old are fetched at once when the user looks at them."""
+        usage = self._status.usage
+        if usage is None or usage.error or usage.fetched_at is None or \
+                self.renewer.clock.now() - usage.fetched_at > MENU_FRESH_FOR:
+            log.info("The menu opened with usage numbers over a minute old; fetching them now.")
+            self.renewer.request_usage()
+
+    def _watch_menu_open_soon(self) -> None:
+        """pystray has no menu-open hook. Its GTK backends build a Gtk.Menu (on the GLib loop, after
+        update_menu) that emits "show" when it pops up: connect to each new one there. Other
+        backends (xorg, macOS, Windows) get no such signal; the periodic fetch covers them."""
+        if self.backend not in ("gtk", "appindicator"):
+            return
+        try:
+            from gi.repository import GLib
+        except ImportError:
+            return
+        GLib.idle_add(self._watch_menu_open)
+
+    def _watch_menu_open(self) -> bool:
+        handle = getattr(self.icon, "_menu_handle", None)
+        if handle is not None and handle is not self._watched_menu and hasattr(handle, "connect"):
+            self._watched_menu = handle
+            handle.connect("show", lambda *_: self.on_menu_open())
+        return False
 
     # ----------------------------------------------------------------- actions
     def renew_now(self) -> None:
@@ -259,7 +298,10 @@ class TrayApp:
     def run(self) -> None:
         def setup(icon) -> None:
             icon.visible = True
+            self.renewer.watch_usage()
             self.renewer.start()
+            self._watch_menu_open_soon()
 
         self.renewer.add_listener(self.on_status)
+        self.renewer.add_listener(self.usage_alerts.on_status)
         self.icon.run(setup=setup)

@@ -16,6 +16,7 @@ import pytest
 from kimi_tray.config import Settings, load_settings
 from tests.support.desktop import Desktop, missing_tools
 from tests.support.oauth_server import FakeKimiOAuth
+from tests.support.usage_server import FakeKimiUsage
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = Path(__file__).resolve().parent / "support"
@@ -42,6 +43,13 @@ def openclaw_dir() -> Path | None:
 @pytest.fixture
 def oauth_server() -> Iterator[FakeKimiOAuth]:
     server = FakeKimiOAuth().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def usage_server() -> Iterator[FakeKimiUsage]:
+    server = FakeKimiUsage().start()
     yield server
     server.stop()
 
@@ -98,8 +106,10 @@ def write_fake_openclaw(bin_dir: Path) -> Path:
 
 
 @pytest.fixture
-def env(home: Path, oauth_server: FakeKimiOAuth, tmp_path: Path) -> dict[str, str]:
-    """An environment for kimi-tray subprocesses: temp HOME, loopback OAuth, fake openclaw on PATH."""
+def env(home: Path, oauth_server: FakeKimiOAuth, usage_server: FakeKimiUsage,
+        tmp_path: Path) -> dict[str, str]:
+    """An environment for kimi-tray subprocesses: temp HOME, loopback OAuth and usage endpoint,
+    fake openclaw on PATH."""
     bin_dir = tmp_path / "bin"
     write_fake_openclaw(bin_dir)
     return {
@@ -110,6 +120,7 @@ def env(home: Path, oauth_server: FakeKimiOAuth, tmp_path: Path) -> dict[str, st
         "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_DATA_HOME": str(home / ".local" / "share"),
         "KIMI_CODE_OAUTH_HOST": oauth_server.url,
+        "KIMI_CODE_BASE_URL": usage_server.url,
         "FAKE_OPENCLAW_LOG": str(tmp_path / "openclaw-calls.jsonl"),
         "PYTHONPATH": str(ROOT),
         "LANG": "C.UTF-8",

@@ -24,7 +24,9 @@ SHOTS = ROOT / ".artifacts" / "screenshots"
 @pytest.fixture
 def tray_env(env: dict[str, str], desktop: Desktop, tmp_path: Path) -> dict[str, str]:
     config = tmp_path / "config.toml"
-    config.write_text("poll_interval = 0.5\ntray_poll_interval = 0.5\n")
+    # Usage lines would add live menu items and shift the Down-key counts below; the usage menu
+    # has its own test (test_tray_usage_e2e.py).
+    config.write_text("poll_interval = 0.5\ntray_poll_interval = 0.5\nusage_enabled = false\n")
     browser = tmp_path / "browser"
     browser.write_text(f"#!/bin/sh\necho \"$1\" >> {tmp_path / 'browser.log'}\n")
     browser.chmod(0o755)
