@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only print the URL (for SSH sessions)")
     autostart = commands.add_parser("autostart", help="start the tray when you log in")
     autostart.add_argument("action", choices=["on", "off", "status"])
+    autostart.add_argument("--daemon", action="store_true",
+                           help="the headless daemon as a systemd user unit (Linux servers)")
     commands.add_parser("doctor", help="check the setup; each line ok/warn/fail with the fix")
     return parser
 
@@ -139,7 +141,13 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
     renewer = _renewer(settings)
     status = renewer.snapshot()
     if args.json:
-        print(json.dumps(status_dict(status, renewer), indent=2))
+        from kimi_tray.single_instance import running_instance
+
+        holder = running_instance(settings.state_dir)
+        report = {**status_dict(status, renewer), "renewer": renewer_line(settings),
+                  "renewer_pid": holder.pid if holder else None,
+                  "config_file": str(settings.config_file) if settings.config_file else None}
+        print(json.dumps(report, indent=2))
         return status_exit_code(status.health)
     left = status.seconds_left
     if status.health in (Health.NEEDS_LOGIN, Health.ERROR):
@@ -163,7 +171,29 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         forced_line = "unknown"
     print(f"Forced login:  {forced_line}")
+    print(f"Renewer:       {renewer_line(settings)}")
+    print(f"Config:        {settings.config_file or 'defaults (no config file)'}")
     return status_exit_code(status.health)
+
+
+def renewer_line(settings: Settings) -> str:
+    """Whether a tray or daemon renews now, and whether one starts at login."""
+    from kimi_tray.autostart import get_backend, get_daemon_backend
+    from kimi_tray.single_instance import running_instance
+
+    holder = running_instance(settings.state_dir)
+    now = holder.describe() if holder else "nothing is running (the token will run out)"
+    starts = [name for name, backend in (("the tray at login", get_backend()),
+                                         ("the daemon unit", get_daemon_backend()))
+              if backend is not None and _enabled(backend)]
+    return f"{now}; starts: {', '.join(starts) if starts else 'nothing at login'}"
+
+
+def _enabled(backend: object) -> bool:
+    try:
+        return bool(backend.is_enabled())  # type: ignore[attr-defined]
+    except OSError:
+        return False
 
 
 # ----------------------------------------------------------------------------- renew
@@ -191,7 +221,7 @@ def run_renew(settings: Settings, args: argparse.Namespace) -> int:
 def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.single_instance import AlreadyRunning, InstanceLock
 
-    instance = InstanceLock(settings.state_dir)
+    instance = InstanceLock(settings.state_dir, mode="daemon")
     try:
         instance.acquire()
     except AlreadyRunning as exc:
@@ -234,18 +264,33 @@ def run_login(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_autostart(settings: Settings, args: argparse.Namespace) -> int:
-    from kimi_tray.autostart import get_backend
+    from kimi_tray.autostart import check_command, get_backend, get_daemon_backend
 
-    backend = get_backend()
+    backend = get_daemon_backend() if args.daemon else get_backend()
+    if backend is None:
+        print("kimi-tray: --daemon needs systemd (Linux); use `kimi-tray autostart on`.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    what = "Daemon at boot" if args.daemon else "Start on login"
     if args.action == "on":
         backend.enable()
-        print(f"Start on login: on ({backend.location()}).")
+        print(f"{what}: on ({backend.location()}).")
     elif args.action == "off":
         backend.disable()
-        print("Start on login: off.")
+        print(f"{what}: off.")
     else:
-        state = "on" if backend.is_enabled() else "off"
-        print(f"Start on login: {state} ({backend.location()}).")
+        command = backend.written_command() if backend.is_enabled() else None
+        if command is None:
+            print(f"{what}: off ({backend.location()}).")
+            return EXIT_OK
+        problem = check_command(command)
+        print(f"{what}: on ({backend.location()}); runs {' '.join(command.argv)}"
+              + (f" in {command.cwd}" if command.cwd else "") + ".")
+        if problem:
+            print(f"kimi-tray: the entry is broken: {problem}. "
+                  f"Run `kimi-tray autostart on{' --daemon' if args.daemon else ''}` to rewrite it.",
+                  file=sys.stderr)
+            return EXIT_FAIL
     return EXIT_OK
 
 

@@ -157,8 +157,59 @@ def check_desktop(_: Settings) -> list[Check]:
     return checks
 
 
+def check_autostart(_: Settings) -> list[Check]:
+    """Run each entry's command line with --version, as the login session would."""
+    from kimi_tray.autostart import check_command, get_backend, get_daemon_backend
+
+    checks = []
+    entries = [("start on login", get_backend(), "kimi-tray autostart on")]
+    daemon = get_daemon_backend()
+    if daemon is not None:
+        entries.append(("daemon unit", daemon, "kimi-tray autostart on --daemon"))
+    for name, backend, fix in entries:
+        try:
+            enabled = backend.is_enabled()
+        except OSError:
+            enabled = False
+        if not enabled:
+            continue
+        command = backend.written_command()
+        problem = "the entry cannot be read" if command is None else check_command(command)
+        if problem:
+            checks.append(Check("fail", name, f"{backend.location()}: {problem}",
+                                f"run `{fix}` to rewrite it"))
+        else:
+            checks.append(Check("ok", name, f"{backend.location()} runs {' '.join(command.argv)}"))
+    if not checks:
+        checks.append(Check("warn", "start on login", "nothing starts kimi-tray when you log in",
+                            "run `kimi-tray autostart on` (desktop) or "
+                            "`kimi-tray autostart on --daemon` (server)"))
+    return checks
+
+
+def check_renewer(settings: Settings) -> list[Check]:
+    """Is anything renewing right now? Without a running tray or daemon the token runs out."""
+    from kimi_tray.single_instance import running_instance
+
+    holder = running_instance(settings.state_dir)
+    if holder is not None:
+        return [Check("ok", "renewer", holder.describe())]
+    return [Check("fail", "renewer", "no kimi-tray tray or daemon is running: nothing renews the token",
+                  "start `kimi-tray` on a desktop, or `kimi-tray daemon` "
+                  "(`systemctl --user start kimi-tray` where the unit is installed)")]
+
+
+def check_config(settings: Settings) -> list[Check]:
+    from kimi_tray.config import config_path
+
+    if settings.config_file is not None:
+        return [Check("ok", "config", f"loaded {settings.config_file}")]
+    return [Check("ok", "config", f"defaults ({config_path()} does not exist)")]
+
+
 CHECKS: list[Callable[[Settings], list[Check]]] = [
     check_credentials, check_oauth, check_openclaw, check_log_dir, check_old_cron, check_desktop,
+    check_config, check_autostart, check_renewer,
 ]
 
 

@@ -3,19 +3,24 @@ and the notification policy."""
 
 from __future__ import annotations
 
+import os
 import plistlib
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
+from kimi_tray.autostart import LaunchCommand, check_command, launch_spec
 from kimi_tray.autostart.launchd import LaunchAgent
-from kimi_tray.autostart.windows import RUN_KEY, RunKey
-from kimi_tray.autostart.xdg import XdgAutostart
+from kimi_tray.autostart.systemd import SystemdUnit
+from kimi_tray.autostart.windows import RUN_KEY, RunKey, split_command_line, with_checkout_on_path
+from kimi_tray.autostart.xdg import XdgAutostart, desktop_entry_values, parse_exec
 from kimi_tray.health import Health, Status
 from kimi_tray.notify import NotificationPolicy
-from tests.conftest import require
+from tests.conftest import ROOT, require, run_cli
 
 COMMAND = ["/opt/My Apps/python3", "-m", "kimi_tray"]
 
@@ -161,3 +166,99 @@ def test_forced_login_warning_remembered_across_restarts() -> None:
                    refresh_token_expires_at=now + 2 * 86400)
     NotificationPolicy(restarted, last_forced_warning=remembered[-1]).on_status(later)
     assert restarted.sent == [], "a restart within a day does not warn again"
+
+
+# ----------------------------------------------------------------------------- entries that start
+def installed_venv(tmp_path: Path) -> Path:
+    """A venv holding kimi_tray as pip installs it: the package in site-packages and a
+    `kimi-tray` console script; dependencies come from this interpreter's site-packages."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=60)
+    python = venv / "bin" / "python"
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.run([str(python), "-c", where], capture_output=True, text=True,
+                               check=True).stdout.strip())
+    shutil.copytree(ROOT / "kimi_tray", site / "kimi_tray",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    script = venv / "bin" / "kimi-tray"
+    script.write_text(f"#!{python}\nimport sys\nfrom kimi_tray.cli import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    script.chmod(0o755)
+    return venv
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """A login session's environment: no PYTHONPATH, its own HOME."""
+    keep = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    return {**keep, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+
+
+def run_exec_line(entry: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """What a desktop session does at login: split the Exec line, run it from Path (or HOME)."""
+    values = desktop_entry_values(entry.read_text())
+    argv = parse_exec(values["Exec"])
+    return subprocess.run([*argv, "--version"], cwd=values.get("Path") or home, env=clean_env(home),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_venv_install_writes_an_entry_that_starts(tmp_path: Path, home: Path) -> None:
+    venv = installed_venv(tmp_path)
+    result = subprocess.run([str(venv / "bin" / "kimi-tray"), "autostart", "on"], env=clean_env(home),
+                            cwd=home, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    entry = home / ".config" / "autostart" / "kimi-tray.desktop"
+    assert parse_exec(desktop_entry_values(entry.read_text())["Exec"]) == [str(venv / "bin" / "kimi-tray")]
+    started = run_exec_line(entry, home)
+    assert started.returncode == 0 and started.stdout.startswith("kimi-tray "), started.stderr
+    status = subprocess.run([str(venv / "bin" / "kimi-tray"), "autostart", "status"], env=clean_env(home),
+                            cwd=home, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "runs " in status.stdout, status.stderr
+
+
+def test_source_checkout_writes_an_entry_that_starts(env: dict[str, str], home: Path) -> None:
+    result = run_cli(["autostart", "on"], env)
+    assert result.returncode == 0, result.stderr
+    entry = home / ".config" / "autostart" / "kimi-tray.desktop"
+    values = desktop_entry_values(entry.read_text())
+    assert values["Path"] == str(ROOT)
+    started = run_exec_line(entry, home)
+    assert started.returncode == 0 and started.stdout.startswith("kimi-tray "), started.stderr
+
+
+def test_plist_run_value_and_unit_start_through_the_same_check(tmp_path: Path) -> None:
+    spec = launch_spec()
+    agent = LaunchAgent(home=tmp_path, command=list(spec.argv), workdir=spec.cwd)
+    agent.enable()
+    assert agent.written_command() == spec
+    assert check_command(agent.written_command()) == ""
+    run_key = RunKey(registry=FakeWinreg(), command=with_checkout_on_path(spec))
+    run_key.enable()
+    assert check_command(run_key.written_command()) == ""
+    unit = SystemdUnit(config_home=tmp_path, command=list(spec.argv), workdir=spec.cwd)
+    unit.enable()
+    assert "ExecStart=" in unit.path.read_text() and unit.written_command() == spec
+    assert check_command(unit.written_command()) == ""
+
+
+def test_a_broken_entry_is_reported(tmp_path: Path) -> None:
+    """The entry the old code wrote: the resolved interpreter, which cannot import kimi_tray."""
+    gone = str(tmp_path / "gone" / "python3")
+    broken = XdgAutostart(config_home=tmp_path, command=[gone, "-m", "kimi_tray"])
+    broken.enable()
+    assert "does not exist" in check_command(broken.written_command())
+    system_python = LaunchCommand((sys._base_executable, "-m", "kimi_tray"))
+    assert "No module named kimi_tray" in check_command(system_python)
+
+
+@pytest.mark.parametrize("argv", [
+    ["/opt/My Apps/python3", "-m", "kimi_tray"],
+    ['C:\\Program Files\\k "t"\\x.exe', "a\\\\", "b c\\", "100%"],
+    ["plain"],
+])
+def test_command_lines_round_trip(argv: list[str]) -> None:
+    from kimi_tray.autostart.xdg import exec_line
+
+    assert parse_exec(exec_line(argv)) == argv
+    assert split_command_line(subprocess.list2cmdline(argv)) == argv
