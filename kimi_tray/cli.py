@@ -1,4 +1,4 @@
-"""Command line: tray (default), daemon, status, renew, login, autostart, doctor.
+"""Command line: tray (default), daemon, status, renew, login, autostart, doctor, uninstall.
 
 Exit codes, the same for every command:
   0  success (status: the token is fresh or ageing)
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     autostart.add_argument("--daemon", action="store_true",
                            help="the headless daemon as a systemd user unit (Linux servers)")
     commands.add_parser("doctor", help="check the setup; each line ok/warn/fail with the fix")
+    uninstall = commands.add_parser("uninstall", help="remove kimi-tray (asks before removing data)")
+    uninstall.add_argument("--yes", action="store_true",
+                           help="remove state, log, config and our OpenClaw profile without asking")
+    uninstall.add_argument("--keep-data", action="store_true", help="keep state, log and config")
+    uninstall.add_argument("--keep-openclaw-profile", action="store_true",
+                           help="keep the profile kimi-tray maintains in OpenClaw")
     return parser
 
 
@@ -89,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "login": run_login,
         "autostart": run_autostart,
         "doctor": run_doctor,
+        "uninstall": run_uninstall,
     }
     try:
         return handlers[command](settings, args)
@@ -292,6 +299,16 @@ def run_autostart(settings: Settings, args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_FAIL
     return EXIT_OK
+
+
+def run_uninstall(settings: Settings, args: argparse.Namespace) -> int:
+    from kimi_tray.uninstall import uninstall
+
+    def choice(keep: bool) -> bool | None:
+        return False if keep else (True if args.yes else None)
+
+    return uninstall(settings, remove_data=choice(args.keep_data),
+                     remove_profile=choice(args.keep_openclaw_profile))
 
 
 def run_doctor(settings: Settings, args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +35,9 @@ class Holder:
 
 
 def _program() -> str:
-    if getattr(sys, "frozen", False):
-        return os.path.abspath(sys.executable)
-    return f"{os.path.abspath(sys.executable)} -m kimi_tray"
+    from kimi_tray.autostart import launch_spec
+
+    return " ".join(launch_spec().argv)
 
 
 class InstanceLock:
