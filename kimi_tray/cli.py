@@ -178,6 +178,11 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         forced_line = "unknown"
     print(f"Forced login:  {forced_line}")
+    from kimi_tray.menu import what_to_do
+
+    fix = what_to_do(status, cli=True)
+    if fix:
+        print(f"Fix:           {fix[0].lower() + fix[1:]}")
     print(f"Renewer:       {renewer_line(settings)}")
     print(f"Config:        {settings.config_file or 'defaults (no config file)'}")
     return status_exit_code(status.health)

@@ -44,7 +44,7 @@ def check_credentials(settings: Settings) -> list[Check]:
         return checks + [Check("fail", "credentials", str(exc), "run `kimi-tray login`")]
     checks.insert(0, Check("ok", "credentials", f"{source.path} ({source.owner})"))
     if creds.can_refresh:
-        checks.append(Check("ok", "refresh token", "present"))
+        checks.append(Check("ok", "refresh token", "present in the file"))
     else:
         checks.append(Check("fail", "refresh token", "missing (logged out)", "run `kimi-tray login`"))
     return checks
@@ -199,6 +199,53 @@ def check_renewer(settings: Settings) -> list[Check]:
                   "(`systemctl --user start kimi-tray` where the unit is installed)")]
 
 
+def check_token(settings: Settings) -> list[Check]:
+    """The token's health as the engine sees it (a rejected refresh token is remembered)."""
+    from kimi_tray.engine import Renewer
+    from kimi_tray.health import Health, format_duration
+    from kimi_tray.menu import first_sentence, what_to_do
+
+    status = Renewer(settings).snapshot()
+    fix = what_to_do(status, cli=True).rstrip(".")
+    fix = fix[0].lower() + fix[1:] if fix else ""
+    left = status.seconds_left
+    if status.health is Health.NEEDS_LOGIN:
+        return [Check("fail", "token", first_sentence(status.message or "a login is needed"),
+                      fix or "run `kimi-tray login`")]
+    if status.health is Health.ERROR:
+        return [Check("fail", "token", status.message, fix)]
+    if status.health is Health.EXPIRED:
+        return [Check("fail", "token", f"the access token expired {format_duration(-(left or 0))} ago",
+                      "run `kimi-tray renew`, and keep a tray or daemon running")]
+    if status.health is Health.EXPIRING:
+        return [Check("warn", "token", f"only {format_duration(left or 0)} left",
+                      "run `kimi-tray renew`")]
+    return [Check("ok", "token", f"{status.health.value}, {format_duration(left or 0)} left")]
+
+
+def check_oauth_reachable(settings: Settings) -> list[Check]:
+    """A short real connection to the OAuth host. Tests point it at loopback, or turn it off."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    from kimi_tray.config import is_loopback_host
+
+    host = urlsplit(settings.oauth_host).hostname or ""
+    if os.environ.get("KIMI_TRAY_NO_NETWORK_CHECK") == "1" and not is_loopback_host(host):
+        return []
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            client.head(settings.oauth_host)
+    except httpx.TimeoutException:
+        return [Check("fail", "oauth reachable", f"{settings.oauth_host} did not answer within 5 s",
+                      "check the network connection (and proxy settings)")]
+    except httpx.TransportError as exc:
+        return [Check("fail", "oauth reachable", f"cannot connect to {settings.oauth_host}: "
+                      f"{type(exc).__name__}", "check the network connection (and proxy settings)")]
+    return [Check("ok", "oauth reachable", settings.oauth_host)]
+
+
 def check_config(settings: Settings) -> list[Check]:
     from kimi_tray.config import config_path
 
@@ -209,7 +256,7 @@ def check_config(settings: Settings) -> list[Check]:
 
 CHECKS: list[Callable[[Settings], list[Check]]] = [
     check_credentials, check_oauth, check_openclaw, check_log_dir, check_old_cron, check_desktop,
-    check_config, check_autostart, check_renewer,
+    check_config, check_token, check_oauth_reachable, check_autostart, check_renewer,
 ]
 
 

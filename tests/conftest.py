@@ -113,6 +113,7 @@ def env(home: Path, oauth_server: FakeKimiOAuth, tmp_path: Path) -> dict[str, st
         "FAKE_OPENCLAW_LOG": str(tmp_path / "openclaw-calls.jsonl"),
         "PYTHONPATH": str(ROOT),
         "LANG": "C.UTF-8",
+        "KIMI_TRAY_NO_NETWORK_CHECK": "1",  # doctor connects to loopback hosts only
     }
 
 

@@ -231,3 +231,29 @@ def test_doctor_and_status_see_the_running_daemon_and_a_broken_entry(env, home, 
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=15)
     assert "nothing is running" in run_cli(["status"], env).stdout
+
+
+def test_doctor_fails_on_an_expired_token_and_a_dead_refresh_token(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() - 120)
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert "fail  token: the access token expired 2 min ago  -> fix: run `kimi-tray renew`" in doctor.stdout
+    assert f"ok    oauth reachable: {oauth_server.url}" in doctor.stdout
+
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    oauth_server.revoke_all()
+    assert run_cli(["renew"], env).returncode == 3
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert "fail  token: The Kimi refresh token was rejected  -> fix: log in again: run `kimi-tray login`" \
+        in doctor.stdout, doctor.stdout
+    status = run_cli(["status"], env)
+    assert status.returncode == 3 and "Fix:           log in again: run `kimi-tray login`" in status.stdout
+
+
+def test_doctor_says_when_the_oauth_host_cannot_be_reached(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 900)
+    oauth_server.stop()
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert "fail  oauth reachable: cannot connect to" in doctor.stdout
