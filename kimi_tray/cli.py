@@ -82,11 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     frozen.prepare()
     args = build_parser().parse_args(argv)
     command = args.command or "tray"
+    config_error = ""
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"kimi-tray: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        if command != "tray":
+            print(f"kimi-tray: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        settings, config_error = _settings_without_config_file(exc)
+        if settings is None:
+            return EXIT_FAIL
+    if config_error:
+        args.config_error = config_error
     handlers = {
         "tray": run_tray,
         "daemon": run_daemon,
@@ -105,6 +112,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KimiTrayError as exc:
         print(f"kimi-tray: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _settings_without_config_file(error: ConfigError) -> tuple[Settings | None, str]:
+    """The tray starts with the defaults when the config file is unusable, so the user sees the
+    problem (a notification, a menu line, the log) instead of an icon that never appears."""
+    import os
+
+    print(f"kimi-tray: {error} Starting with the default settings.", file=sys.stderr)
+    try:
+        return load_settings({**os.environ, "KIMI_TRAY_CONFIG": os.devnull}), str(error)
+    except ConfigError as again:  # the environment itself is wrong: nothing to fall back on
+        print(f"kimi-tray: {again}", file=sys.stderr)
+        return None, str(again)
 
 
 def _renewer(settings: Settings) -> Renewer:
@@ -266,7 +286,7 @@ def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
 def run_tray(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.tray_app import run
 
-    return run(settings, verbose=args.verbose)
+    return run(settings, verbose=args.verbose, config_error=getattr(args, "config_error", ""))
 
 
 def run_login(settings: Settings, args: argparse.Namespace) -> int:

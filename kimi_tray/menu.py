@@ -33,7 +33,7 @@ def short_path(text: str) -> str:
 def first_sentence(text: str) -> str:
     """The first sentence of a message, without the details in parentheses."""
     text = re.sub(r"\s*\([^)]*\)", "", text.strip())
-    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    match = re.match(r"(.+?)([.!?](\s|$)|;\s)", text)
     return (match.group(1) if match else text).rstrip(".")
 
 
@@ -46,11 +46,14 @@ def needs_login(status: Status) -> bool:
     return status.health in (Health.NEEDS_LOGIN, Health.EXPIRED, Health.ERROR)
 
 
-def what_to_do(status: Status, cli: bool = False) -> str:
-    """One sentence: what fixes the problem this Status shows ('' when nothing is wrong)."""
+def what_to_do(status: Status, cli: bool = False, in_menu: bool = False) -> str:
+    """One sentence: what fixes the problem this Status shows ('' when nothing is wrong).
+    cli: name commands; in_menu: the line sits right above the menu item it names."""
     if status.login_in_progress:
         return ""
-    login = "run `kimi-tray login`" if cli else "choose Log in..."
+    if in_menu and status.health in (Health.NEEDS_LOGIN, Health.ERROR):
+        return "Fix: Log in... below" + (" writes a new file" if status.health is Health.ERROR else "")
+    login = "run `kimi-tray login`" if cli else "choose Log in... in the menu"
     if status.health is Health.NEEDS_LOGIN:
         return f"Log in again: {login}."
     if status.health is Health.ERROR:
@@ -59,7 +62,7 @@ def what_to_do(status: Status, cli: bool = False) -> str:
         return "Check the network; kimi-tray keeps retrying" + (
             " (`kimi-tray renew` tries now)." if cli else " (Renew now tries at once).")
     if status.health is Health.EXPIRED:
-        return "Renew now: " + ("run `kimi-tray renew`." if cli else "choose Renew now.")
+        return "Renew now: " + ("run `kimi-tray renew`." if cli else "choose Renew now in the menu.")
     return ""
 
 
@@ -76,7 +79,7 @@ def build_menu(status: Status, autostart_on: bool, openclaw_on: bool,
     login_needed = needs_login(status)
     busy = status.renewing or status.login_in_progress
     entries = [MenuEntry("status", headline(status), enabled=False)]
-    advice = what_to_do(status)
+    advice = what_to_do(status, in_menu=True)
     if advice:
         entries.append(MenuEntry("advice", clip(advice), enabled=False))
     entries += [MenuEntry(f"note{i}", clip(note, 2 * HEADLINE_MAX), enabled=False)

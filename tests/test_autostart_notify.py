@@ -106,12 +106,15 @@ def test_windows_run_key() -> None:
 
 class Recorder:
     name = "recorder"
+    shows_actions = True
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
+        self.actions: list[list[str]] = []
 
-    def send(self, title: str, message: str) -> None:
+    def send(self, title: str, message: str, actions=()) -> None:
         self.sent.append((title, message))
+        self.actions.append([a.key for a in actions])
 
 
 def status(health: Health, left: float | None = 600, failures: int = 0, **kw) -> Status:
@@ -262,3 +265,92 @@ def test_command_lines_round_trip(argv: list[str]) -> None:
 
     assert parse_exec(exec_line(argv)) == argv
     assert split_command_line(subprocess.list2cmdline(argv)) == argv
+
+
+# ----------------------------------------------------------------------------- one per episode
+def test_each_problem_notifies_once_with_its_fix_and_button(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    recorder = Recorder()
+    policy = NotificationPolicy(recorder, actions=("login", "open_log"), log_episodes=True)
+    corrupt = f"{tmp_path}/.kimi/credentials/kimi-code.json is not valid JSON (line 1, column 62)."
+    for _ in range(3):
+        policy.on_status(status(Health.ERROR, left=None, message=corrupt))
+    assert recorder.sent == [("Kimi credentials unreadable",
+                              "~/.kimi/credentials/kimi-code.json is not valid JSON. Log in again to "
+                              "write a new credential file: choose Log in... in the menu.")]
+    assert recorder.actions == [["login", "open_log"]]
+    for left in (250, 100, 40):
+        policy.on_status(status(Health.AGING, left=left, failures=2,
+                                message="renewal failing: The Kimi server could not be reached."))
+    title, message = recorder.sent[-1]
+    assert title == "Kimi token renewal failing" and recorder.actions[-1] == ["open_log"]
+    assert message.lower().count("failing") == 1 and "renewal failing" not in message
+    assert len(recorder.sent) == 2
+
+
+def test_a_login_from_the_tray_ends_with_its_own_notification_only() -> None:
+    recorder = Recorder()
+    policy = NotificationPolicy(recorder, actions=("login",))
+    policy.on_status(status(Health.NEEDS_LOGIN, message="The Kimi refresh token was rejected."))
+    assert recorder.actions == [["login"]]
+    policy.on_status(status(Health.NEEDS_LOGIN, login_in_progress=True))
+    policy.on_status(status(Health.FRESH))
+    assert [t for t, _ in recorder.sent] == ["Kimi login needed"], "the tray says 'done' itself"
+
+
+def test_a_daemon_gets_no_buttons_it_cannot_answer() -> None:
+    recorder = Recorder()
+    NotificationPolicy(recorder, login_hint="Run `kimi-tray login`.").on_status(
+        status(Health.NEEDS_LOGIN, message="No Kimi credentials at /x."))
+    assert recorder.actions == [[]] and "kimi-tray login" in recorder.sent[0][1]
+
+
+# ----------------------------------------------------------------------------- menu words, redraws
+def test_a_corrupt_file_gets_a_short_menu_line_and_an_enabled_log_in(monkeypatch, tmp_path) -> None:
+    from kimi_tray.menu import build_menu
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    message = (f"{tmp_path}/.kimi/credentials/kimi-code.json is not valid JSON "
+               "(Expecting property name enclosed in double quotes: line 1, column 62).")
+    entries = {e.key: e for e in build_menu(status(Health.ERROR, left=None, message=message), False, True)}
+    assert entries["status"].label == "Kimi: ~/.kimi/credentials/kimi-code.json is not valid JSON"
+    assert entries["advice"].label == "Fix: Log in... below writes a new file"
+    assert entries["login"].enabled and entries["login"].default
+    assert all(len(e.label) <= 64 for e in entries.values())
+
+
+def test_the_next_redraw_is_when_the_picture_changes() -> None:
+    from kimi_tray.tray import as_of, next_picture_change
+
+    now = 1_800_000_000.0
+    minutes = Status(Health.FRESH, now, expires_at=now + 600.5, lifetime=900)
+    assert next_picture_change(minutes) == pytest.approx(now + 0.5 + 0.05)  # 10 min -> 9 min
+    seconds = Status(Health.EXPIRING, now, expires_at=now + 38.25, lifetime=900, failures=3)
+    assert next_picture_change(seconds) == pytest.approx(now + 0.25 + 0.05)  # 38 s -> 37 s
+    at_threshold = Status(Health.AGING, now, expires_at=now + 120.5, lifetime=900)
+    assert next_picture_change(at_threshold) == pytest.approx(now + 0.5 + 0.05)  # turns orange
+    later = as_of(seconds, now + 40)
+    assert later.health is Health.EXPIRED and later.summary().startswith("Kimi: token expired")
+    assert next_picture_change(later) is None
+    assert next_picture_change(Status(Health.NEEDS_LOGIN, now)) is None
+
+
+def test_a_browser_that_fails_is_reported_and_reaped(tmp_path, monkeypatch) -> None:
+    from kimi_tray.browser import open_url
+
+    failing = tmp_path / "fails"
+    failing.write_text("#!/bin/sh\necho 'no method available for opening' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("BROWSER", str(failing))
+    assert open_url("http://127.0.0.1/x") == \
+        "The browser did not open (fails: no method available for opening)."
+    slow = tmp_path / "slow"
+    slow.write_text(f"#!/bin/sh\necho $$ > {tmp_path / 'pid'}\nsleep 1\n")
+    slow.chmod(0o755)
+    monkeypatch.setenv("BROWSER", str(slow))
+    assert open_url("http://127.0.0.1/x", settle=0.3) == ""  # still running: a browser that started
+    pid = int((tmp_path / "pid").read_text())
+    import time
+
+    time.sleep(1.5)
+    assert not Path(f"/proc/{pid}").exists(), "reaped, not a zombie"
