@@ -5,6 +5,8 @@ Exit codes, the same for every command:
   1  failure (server unreachable after retries, bad local file, expired token, ...)
   2  bad usage
   3  a browser login is needed (refresh token dead, or no credentials)
+  130  cancelled with Ctrl-C
+  141  the output pipe was closed (`kimi-tray status | head -1`)
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_LOGIN = 0, 1, 2, 3
+EXIT_CANCELLED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_PIPE = 141  # the output pipe was closed (128 + SIGPIPE), as shells report it
 
 EPILOG = """exit codes:
   0  success; for status: the token is fresh or ageing
   1  failure (server unreachable after retries, bad local file, token expired, ...)
   2  bad usage
   3  a browser login is needed (refresh token dead or no credentials): run `kimi-tray login`
+  130  cancelled with Ctrl-C
+  141  the output pipe was closed (e.g. `kimi-tray status | head -1`)
+The tray and the daemon exit 0 when stopped by SIGTERM or Ctrl-C; a config error stops every
+command except the tray (it starts on the defaults and shows the error) with exit code 1.
 """
 
 
@@ -105,13 +113,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "uninstall": run_uninstall,
     }
     try:
-        return handlers[command](settings, args)
+        code = handlers[command](settings, args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then ours to handle
+        return code
+    except BrokenPipeError:
+        return _output_closed()
     except KeyboardInterrupt:
         print("\nkimi-tray: cancelled.", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     except KimiTrayError as exc:
         print(f"kimi-tray: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _output_closed() -> int:
+    """The reader went away (`kimi-tray status | head -1`): stop quietly, like other tools."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit cannot fail again
+    return EXIT_PIPE
 
 
 def _settings_without_config_file(error: ConfigError) -> tuple[Settings | None, str]:
