@@ -192,6 +192,8 @@ class TrayApp:
 
     def _title(self, status: Status) -> str:
         title = headline(status)
+        if self._busy_line:
+            title = f"{title} | {self._busy_line}"
         return f"{title} | config error, defaults in use" if self.config_error else title
 
     def _menu(self):

@@ -324,6 +324,23 @@ def test_menu_renew_now_start_on_login_and_single_instance(tray_factory, home, o
     assert tray.proc.wait(10) == 0
 
 
+def test_restart_gateway_shows_progress_at_once_and_a_whole_sentence_when_done(
+        tray_env, home, oauth_server, desktop, tmp_path) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    tray = Tray({**tray_env, "FAKE_OPENCLAW_RESTART_SECONDS": "4"}, desktop, tmp_path / "restart.log")
+    try:
+        assert wait_for(lambda: "OpenClaw in sync" in desktop.windows(), timeout=20), tray.output()
+        tray.menu(downs=2)  # Renew now, Restart OpenClaw gateway (Log in... is off)
+        started = time.monotonic()
+        assert wait_for(lambda: "Restarting the OpenClaw gateway..." in desktop.windows(), timeout=2)
+        assert time.monotonic() - started < 2
+        assert wait_for(lambda: desktop.notify_calls("OpenClaw gateway"), timeout=15), tray.output()
+        assert 'string "OpenClaw gateway restarted."' in desktop.notify_calls("OpenClaw gateway")[0]
+        assert wait_for(lambda: "Restarting the OpenClaw" not in desktop.windows(), timeout=3)
+    finally:
+        tray.stop()
+
+
 def test_no_display_points_at_the_daemon(env) -> None:
     clean = {k: v for k, v in env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run([sys.executable, "-m", "kimi_tray"], env=clean, cwd=ROOT,
