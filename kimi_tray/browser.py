@@ -56,8 +56,9 @@ def open_url(url: str, settle: float = SETTLE_SECONDS) -> str:
         child.stderr.close()
     if code == 0:
         return ""
+    name = os.path.basename(command[0])
     why = said[-1][:120] if said else f"exit {code}"
-    return f"The browser did not open ({os.path.basename(command[0])}: {why})."
+    return f"The browser did not open ({why if why.startswith(name) else f'{name}: {why}'})."
 
 
 def _reap(child: subprocess.Popen) -> None:

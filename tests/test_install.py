@@ -112,3 +112,24 @@ def test_uninstall_without_a_terminal_keeps_data_unless_told(env: dict[str, str]
     assert not (home / ".config" / "autostart" / "kimi-tray.desktop").exists()
     assert not (home / ".config" / "systemd" / "user" / "kimi-tray.service").exists()
     assert "Kept" in result.stdout and (home / ".config" / "kimi-tray" / "config.toml").exists()
+
+
+@pytest.mark.desktop
+def test_upgrade_restarts_a_running_tray_on_the_new_code(server_env: dict[str, str], home: Path,
+                                                         desktop, no_daemon_left: None) -> None:
+    env = {**server_env, **desktop.env}
+    first = install(env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert wait_for(lambda: running_instance(state_dir(home)) is not None, timeout=20)
+    old = running_instance(state_dir(home))
+    assert old.mode == "tray"
+    entry = home / ".config" / "autostart" / "kimi-tray.desktop"
+    assert entry.exists()
+    second = install(env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"Stopping the running kimi-tray tray (pid {old.pid})" in second.stdout
+    assert wait_for(lambda: (running_instance(state_dir(home)) or old).pid != old.pid, timeout=20)
+    assert running_instance(state_dir(home)).mode == "tray"
+    removed = install(env, "--uninstall", "--yes", "--keep-openclaw-profile")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert not entry.exists() and running_instance(state_dir(home)) is None
