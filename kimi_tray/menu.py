@@ -51,8 +51,14 @@ def what_to_do(status: Status, cli: bool = False, in_menu: bool = False) -> str:
     cli: name commands; in_menu: the line sits right above the menu item it names."""
     if status.login_in_progress:
         return ""
-    if in_menu and status.health in (Health.NEEDS_LOGIN, Health.ERROR):
-        return "Fix: Log in... below" + (" writes a new file" if status.health is Health.ERROR else "")
+    if in_menu:
+        if status.health in (Health.NEEDS_LOGIN, Health.ERROR):
+            return "Fix: Log in... below" + (" writes a new file" if status.health is Health.ERROR else "")
+        if status.failures and status.health is not Health.FRESH:
+            return "Renewal failing: check the network (retrying)"
+        if status.health is Health.EXPIRED:
+            return "Fix: Renew now below"
+        return ""
     login = "run `kimi-tray login`" if cli else "choose Log in... in the menu"
     if status.health is Health.NEEDS_LOGIN:
         return f"Log in again: {login}."

@@ -317,6 +317,9 @@ def test_a_corrupt_file_gets_a_short_menu_line_and_an_enabled_log_in(monkeypatch
     assert entries["advice"].label == "Fix: Log in... below writes a new file"
     assert entries["login"].enabled and entries["login"].default
     assert all(len(e.label) <= 64 for e in entries.values())
+    failing = status(Health.EXPIRING, left=50, failures=3, message="renewal failing: HTTP 503.")
+    advice = {e.key: e for e in build_menu(failing, False, True)}["advice"].label
+    assert advice == "Renewal failing: check the network (retrying)"
 
 
 def test_the_next_redraw_is_when_the_picture_changes() -> None:
