@@ -248,7 +248,7 @@ def test_bad_config_starts_with_defaults_says_so_once_and_sigterm_stops_cleanly(
         time.sleep(0.8)
         desktop.screenshot(tmp_path / "menu-config.png")
         desktop.run(["xdotool", "key", "Escape"])
-        crop_panel(tmp_path / "menu-config.png", SHOTS / "tray-menu-config-error.png", (424, 0, 1024, 300))
+        crop_panel(tmp_path / "menu-config.png", SHOTS / "tray-menu-config-error.png", (0, 0, 1024, 300))
         time.sleep(1)
         assert len(desktop.notify_calls("kimi-tray config error")) == 1
         tray.proc.send_signal(signal.SIGTERM)  # what a logout does
