@@ -153,6 +153,7 @@ class TrayApp:
         self._cancel_login: threading.Event | None = None
         self._login_lines: tuple[str, ...] = ()
         self._login_url = ""
+        self._login_code = ""
         self._busy_line = ""
         self._drawn: tuple | None = None
         self._status: Status = renewer.status
@@ -201,7 +202,9 @@ class TrayApp:
         actions: dict[str, Callable[[], None]] = {
             "status": lambda: None,
             "advice": lambda: None,
-            **{key: self.reopen_login_page for key in NOTE_KEYS},
+            "note0": lambda: self._note_clicked(0),
+            "note1": lambda: self._note_clicked(1),
+            "note2": lambda: self._note_clicked(2),
             "renew": self.renew_now,
             "login": self.start_login,
             "cancel_login": self.cancel_login,
@@ -375,6 +378,25 @@ class TrayApp:
         if self._cancel_login is not None:
             self._cancel_login.set()
 
+    def _note_clicked(self, index: int) -> None:
+        """The login's lines: the code is copied, the link opens the page again."""
+        notes = self.notes()
+        if index >= len(notes) or notes[index] not in self._login_lines:
+            return
+        if notes[index] == self._login_lines[0]:
+            self.copy_login_code()
+        else:
+            self.reopen_login_page()
+
+    def copy_login_code(self) -> None:
+        from kimi_tray.clipboard import copy_text
+
+        code = self._login_code
+        if code and not copy_text(code, gtk_loop=self.backend in ("gtk", "appindicator")):
+            self.notifier.send("kimi-tray", f"No clipboard here; the code is {code}.")
+        elif code:
+            log.info("Copied the login code to the clipboard.")
+
     def reopen_login_page(self) -> None:
         if self._login_url:
             threading.Thread(target=open_url, args=(self._login_url,), name="browser", daemon=True).start()
@@ -385,8 +407,9 @@ class TrayApp:
         def on_code(progress: LoginProgress) -> None:
             auth = progress.authorization
             self._login_url = auth.verification_uri_complete
-            self._login_lines = (f"Login code {auth.user_code} (click to open the page again)",
-                                 f"at {auth.verification_uri}")
+            self._login_code = auth.user_code
+            self._login_lines = (f"Login code {auth.user_code} (click to copy)",
+                                 f"at {auth.verification_uri} (click to open again)")
             self._refresh_menu()
             problem = open_url(auth.verification_uri_complete)
             if problem:
@@ -414,7 +437,7 @@ class TrayApp:
                                [OPEN_LOG] if self.notifier.shows_actions else [])
             log.warning("Login failed: %s", exc)
         finally:
-            self._login_lines, self._login_url = (), ""
+            self._login_lines, self._login_url, self._login_code = (), "", ""
             with self._lock:
                 self._cancel_login = None
             renewer.login_in_progress = False

@@ -204,6 +204,15 @@ def test_login_from_the_menu_with_a_browser_that_fails(tray_factory, home, oauth
     desktop.run(["xdotool", "key", "Escape"])
     crop_panel(tmp_path / "menu-code.png", SHOTS / "tray-menu-login-code.png", (524, 0, 1024, 300))
     assert zombie_children(tray.proc.pid) == []
+    code = call.split("confirm the code ", 1)[1].split(".", 1)[0]
+    tray.menu(downs=1)  # "Login code ... (click to copy)"
+    read = ("import gi; gi.require_version('Gtk', '3.0'); from gi.repository import Gdk, Gtk; "
+            "print(Gtk.Clipboard.get(Gdk.SELECTION_CLIPBOARD).wait_for_text())")
+
+    def clipboard() -> str:
+        return desktop.run([sys.executable, "-c", read]).stdout.strip()
+
+    assert wait_for(lambda: clipboard() == code, timeout=10, interval=0.5), (code, clipboard())
     assert not desktop.notify_calls("Kimi login")  # not "The browser opened"
 
 
