@@ -131,6 +131,25 @@ def _enable_clicks_on_xorg(icon) -> None:
     display.flush()
 
 
+def add_error_badge(image) -> None:
+    """A grey square with a white '!' in the lower right corner: something is misconfigured."""
+    from PIL import ImageDraw
+
+    from kimi_tray.icons import COLOURS
+
+    size = image.size[0]
+    side = size * 0.46
+    left, top = size - side, size - side
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((left, top, size - 1, size - 1), radius=side * 0.2,
+                           fill=COLOURS["error"] + (255,), outline=(255, 255, 255, 255), width=2)
+    middle, bar = left + side / 2, max(2.0, side * 0.14)
+    draw.rectangle((middle - bar / 2, top + side * 0.2, middle + bar / 2, top + side * 0.6),
+                   fill=(255, 255, 255, 255))
+    draw.rectangle((middle - bar / 2, top + side * 0.7, middle + bar / 2, top + side * 0.82),
+                   fill=(255, 255, 255, 255))
+
+
 OPEN_CONFIG = Action("open_config", "Open config")
 NOTE_KEYS = ("note0", "note1", "note2")
 
@@ -164,7 +183,7 @@ class TrayApp:
         import pystray  # imported late: it connects to the display at import time
 
         self._pystray = pystray
-        self.icon = pystray.Icon("kimi-tray", draw_icon(self._status, ICON_SIZE), self._title(self._status),
+        self.icon = pystray.Icon("kimi-tray", self._picture(self._status), self._title(self._status),
                                  menu=self._menu())
         if backend == "xorg":
             _enable_clicks_on_xorg(self.icon)
@@ -190,6 +209,13 @@ class TrayApp:
             return self.autostart.is_enabled()
         except OSError:
             return False
+
+    def _picture(self, status: Status):
+        """The health icon; with a config error, a grey badge with '!' in its corner too."""
+        image = draw_icon(status, ICON_SIZE)
+        if self.config_error:
+            add_error_badge(image)
+        return image
 
     def _title(self, status: Status) -> str:
         title = headline(status)
@@ -269,7 +295,7 @@ class TrayApp:
                    round(status.fraction_left * (status.lifetime or 900) / 60))
             if force or key != self._drawn:
                 self._drawn = key
-                self.icon.icon = draw_icon(status, ICON_SIZE)
+                self.icon.icon = self._picture(status)
                 self.icon.title = title
                 try:
                     self.icon.update_menu()

@@ -250,6 +250,13 @@ def test_bad_config_starts_with_defaults_says_so_once_and_sigterm_stops_cleanly(
         call = desktop.notify_calls("kimi-tray config error")[0]
         assert "Unknown key 'poll_intervall'" in call and 'string "Open config"' in call
         assert "| config error, defaults in use" in desktop.windows()
+        # The icon says so too: a grey badge on the health colour.
+        x, y, w, h = tray.geometry()
+        raw = Image.open(tmp_path / "fresh.png").convert("RGB").crop((x, y, x + w, y + h)).tobytes()
+        grey = sum(1 for i in range(0, len(raw), 3)
+                   if sum(abs(a - b) for a, b in zip(raw[i:i + 3], COLOURS["error"], strict=True)) < 30)
+        assert grey > 20, grey
+        crop_panel(tmp_path / "fresh.png", SHOTS / "tray-config-error.png", (784, 0, 1024, 48))
         log_text = "".join(p.read_text() for p in (home / ".local" / "state" / "kimi-tray").rglob("*.log"))
         assert log_text.count("Unknown key 'poll_intervall'") == 1
         x, y, w, h = tray.geometry()
