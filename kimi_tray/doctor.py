@@ -205,7 +205,10 @@ def check_token(settings: Settings) -> list[Check]:
     from kimi_tray.health import Health, format_duration
     from kimi_tray.menu import first_sentence, what_to_do
 
-    status = Renewer(settings).snapshot()
+    renewer = Renewer(settings)
+    if not renewer.source.exists():
+        return []  # the credentials check already says so, with the fix
+    status = renewer.snapshot()
     fix = what_to_do(status, cli=True).rstrip(".")
     fix = fix[0].lower() + fix[1:] if fix else ""
     left = status.seconds_left
