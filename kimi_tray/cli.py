@@ -90,18 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     frozen.prepare()
     args = build_parser().parse_args(argv)
     command = args.command or "tray"
-    config_error = ""
     try:
         settings = load_settings()
     except ConfigError as exc:
         if command != "tray":
             print(f"kimi-tray: {exc}", file=sys.stderr)
             return EXIT_FAIL
-        settings, config_error = _settings_without_config_file(exc)
-        if settings is None:
+        fallback, args.config_error = _settings_without_config_file(exc)
+        if fallback is None:
             return EXIT_FAIL
-    if config_error:
-        args.config_error = config_error
+        settings = fallback
     handlers = {
         "tray": run_tray,
         "daemon": run_daemon,
