@@ -250,7 +250,7 @@ class TrayApp:
 
             def enabled(_item) -> bool:
                 found = entry(key)
-                if key in NOTE_KEYS:  # a login's lines reopen its page; other notes are text
+                if key in NOTE_KEYS:  # a login's lines copy the code or reopen the page; others are text
                     return bool(found and self._login_url and found.label in self._login_lines)
                 return bool(found and found.enabled)
 
