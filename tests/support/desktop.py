@@ -30,6 +30,14 @@ class Desktop:
         return self.directory / "notifications.log"
 
     def start(self, width: int = 1024, height: int = 300, tray_host: bool = True) -> Desktop:
+        """Start everything, or nothing: a part that fails to start stops the ones before it."""
+        try:
+            return self._start(width, height, tray_host)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, width: int, height: int, tray_host: bool) -> Desktop:
         # Xvfb picks a free display itself and writes its number to a pipe once it accepts
         # connections: no race with another test picking the same number, no polling.
         # A client must then connect through the socket path: a stale socket file left by a
