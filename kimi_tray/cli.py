@@ -1,10 +1,12 @@
-"""Command line: tray (default), daemon, status, renew, login, usage, autostart, doctor.
+"""Command line: tray (default), daemon, status, renew, login, usage, autostart, doctor, uninstall.
 
 Exit codes, the same for every command:
   0  success (status: the token is fresh or ageing)
   1  failure (server unreachable after retries, bad local file, expired token, ...)
   2  bad usage
   3  a browser login is needed (refresh token dead, or no credentials)
+  130  cancelled with Ctrl-C
+  141  the output pipe was closed (`kimi-tray status | head -1`)
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_LOGIN = 0, 1, 2, 3
+EXIT_CANCELLED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_PIPE = 141  # the output pipe was closed (128 + SIGPIPE), as shells report it
 
 EPILOG = """exit codes:
   0  success; for status: the token is fresh or ageing
   1  failure (server unreachable after retries, bad local file, token expired, ...)
   2  bad usage
   3  a browser login is needed (refresh token dead or no credentials): run `kimi-tray login`
+  130  cancelled with Ctrl-C
+  141  the output pipe was closed (e.g. `kimi-tray status | head -1`)
+The tray and the daemon exit 0 when stopped by SIGTERM or Ctrl-C; a config error stops every
+command except the tray (it starts on the defaults and shows the error) with exit code 1.
 """
 
 
@@ -67,7 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--json", action="store_true", help="print one JSON object")
     autostart = commands.add_parser("autostart", help="start the tray when you log in")
     autostart.add_argument("action", choices=["on", "off", "status"])
+    autostart.add_argument("--daemon", action="store_true",
+                           help="the headless daemon as a systemd user unit (Linux servers)")
     commands.add_parser("doctor", help="check the setup; each line ok/warn/fail with the fix")
+    uninstall = commands.add_parser("uninstall", help="remove kimi-tray (asks before removing data)")
+    uninstall.add_argument("--yes", action="store_true",
+                           help="remove state, log, config and our OpenClaw profile without asking")
+    uninstall.add_argument("--keep-data", action="store_true", help="keep state, log and config")
+    uninstall.add_argument("--keep-openclaw-profile", action="store_true",
+                           help="keep the profile kimi-tray maintains in OpenClaw")
     return parser
 
 
@@ -80,8 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"kimi-tray: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        if command != "tray":
+            print(f"kimi-tray: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        fallback, args.config_error = _settings_without_config_file(exc)
+        if fallback is None:
+            return EXIT_FAIL
+        settings = fallback
     handlers = {
         "tray": run_tray,
         "daemon": run_daemon,
@@ -91,15 +112,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         "usage": run_usage,
         "autostart": run_autostart,
         "doctor": run_doctor,
+        "uninstall": run_uninstall,
     }
     try:
-        return handlers[command](settings, args)
+        code = handlers[command](settings, args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then ours to handle
+        return code
+    except BrokenPipeError:
+        return _output_closed()
     except KeyboardInterrupt:
         print("\nkimi-tray: cancelled.", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     except KimiTrayError as exc:
         print(f"kimi-tray: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _output_closed() -> int:
+    """The reader went away (`kimi-tray status | head -1`): stop quietly, like other tools."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit cannot fail again
+    return EXIT_PIPE
+
+
+def _settings_without_config_file(error: ConfigError) -> tuple[Settings | None, str]:
+    """The tray starts with the defaults when the config file is unusable, so the user sees the
+    problem (a notification, a menu line, the log) instead of an icon that never appears."""
+    import os
+
+    print(f"kimi-tray: {error} Starting with the default settings.", file=sys.stderr)
+    try:
+        return load_settings({**os.environ, "KIMI_TRAY_CONFIG": os.devnull}), str(error)
+    except ConfigError as again:  # the environment itself is wrong: nothing to fall back on
+        print(f"kimi-tray: {again}", file=sys.stderr)
+        return None, str(again)
 
 
 def _renewer(settings: Settings) -> Renewer:
@@ -145,7 +193,13 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
     renewer.usage_for_cli(force=False)  # fetches only when the saved numbers are stale
     status = renewer.snapshot()
     if args.json:
-        print(json.dumps(status_dict(status, renewer), indent=2))
+        from kimi_tray.single_instance import running_instance
+
+        holder = running_instance(settings.state_dir)
+        report = {**status_dict(status, renewer), "renewer": renewer_line(settings),
+                  "renewer_pid": holder.pid if holder else None,
+                  "config_file": str(settings.config_file) if settings.config_file else None}
+        print(json.dumps(report, indent=2))
         return status_exit_code(status.health)
     left = status.seconds_left
     if status.health in (Health.NEEDS_LOGIN, Health.ERROR):
@@ -170,7 +224,34 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
         forced_line = "unknown"
     print(f"Forced login:  {forced_line}")
     print_usage_lines(status)
+    from kimi_tray.menu import what_to_do
+
+    fix = what_to_do(status, cli=True)
+    if fix:
+        print(f"Fix:           {fix[0].lower() + fix[1:]}")
+    print(f"Renewer:       {renewer_line(settings)}")
+    print(f"Config:        {settings.config_file or 'defaults (no config file)'}")
     return status_exit_code(status.health)
+
+
+def renewer_line(settings: Settings) -> str:
+    """Whether a tray or daemon renews now, and whether one starts at login."""
+    from kimi_tray.autostart import get_backend, get_daemon_backend
+    from kimi_tray.single_instance import running_instance
+
+    holder = running_instance(settings.state_dir)
+    now = holder.describe() if holder else "nothing is running (the token will run out)"
+    starts = [name for name, backend in (("the tray at login", get_backend()),
+                                         ("the daemon unit", get_daemon_backend()))
+              if backend is not None and _enabled(backend)]
+    return f"{now}; starts: {', '.join(starts) if starts else 'nothing at login'}"
+
+
+def _enabled(backend: object) -> bool:
+    try:
+        return bool(backend.is_enabled())  # type: ignore[attr-defined]
+    except OSError:
+        return False
 
 
 # ----------------------------------------------------------------------------- usage
@@ -246,7 +327,7 @@ def run_renew(settings: Settings, args: argparse.Namespace) -> int:
 def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.single_instance import AlreadyRunning, InstanceLock
 
-    instance = InstanceLock(settings.state_dir)
+    instance = InstanceLock(settings.state_dir, mode="daemon")
     try:
         instance.acquire()
     except AlreadyRunning as exc:
@@ -279,7 +360,7 @@ def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
 def run_tray(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.tray_app import run
 
-    return run(settings, verbose=args.verbose)
+    return run(settings, verbose=args.verbose, config_error=getattr(args, "config_error", ""))
 
 
 def run_login(settings: Settings, args: argparse.Namespace) -> int:
@@ -289,19 +370,44 @@ def run_login(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_autostart(settings: Settings, args: argparse.Namespace) -> int:
-    from kimi_tray.autostart import get_backend
+    from kimi_tray.autostart import check_command, get_backend, get_daemon_backend
 
-    backend = get_backend()
+    backend = get_daemon_backend() if args.daemon else get_backend()
+    if backend is None:
+        print("kimi-tray: --daemon needs systemd (Linux); use `kimi-tray autostart on`.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    what = "Daemon at boot" if args.daemon else "Start on login"
     if args.action == "on":
         backend.enable()
-        print(f"Start on login: on ({backend.location()}).")
+        print(f"{what}: on ({backend.location()}).")
     elif args.action == "off":
         backend.disable()
-        print("Start on login: off.")
+        print(f"{what}: off.")
     else:
-        state = "on" if backend.is_enabled() else "off"
-        print(f"Start on login: {state} ({backend.location()}).")
+        command = backend.written_command() if backend.is_enabled() else None
+        if command is None:
+            print(f"{what}: off ({backend.location()}).")
+            return EXIT_OK
+        problem = check_command(command)
+        print(f"{what}: on ({backend.location()}); runs {' '.join(command.argv)}"
+              + (f" in {command.cwd}" if command.cwd else "") + ".")
+        if problem:
+            print(f"kimi-tray: the entry is broken: {problem}. "
+                  f"Run `kimi-tray autostart on{' --daemon' if args.daemon else ''}` to rewrite it.",
+                  file=sys.stderr)
+            return EXIT_FAIL
     return EXIT_OK
+
+
+def run_uninstall(settings: Settings, args: argparse.Namespace) -> int:
+    from kimi_tray.uninstall import uninstall
+
+    def choice(keep: bool) -> bool | None:
+        return False if keep else (True if args.yes else None)
+
+    return uninstall(settings, remove_data=choice(args.keep_data),
+                     remove_profile=choice(args.keep_openclaw_profile))
 
 
 def run_doctor(settings: Settings, args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ def check_credentials(settings: Settings) -> list[Check]:
         return checks + [Check("fail", "credentials", str(exc), "run `kimi-tray login`")]
     checks.insert(0, Check("ok", "credentials", f"{source.path} ({source.owner})"))
     if creds.can_refresh:
-        checks.append(Check("ok", "refresh token", "present"))
+        checks.append(Check("ok", "refresh token", "present in the file"))
     else:
         checks.append(Check("fail", "refresh token", "missing (logged out)", "run `kimi-tray login`"))
     return checks
@@ -157,8 +157,109 @@ def check_desktop(_: Settings) -> list[Check]:
     return checks
 
 
+def check_autostart(_: Settings) -> list[Check]:
+    """Run each entry's command line with --version, as the login session would."""
+    from kimi_tray.autostart import check_command, get_backend, get_daemon_backend
+
+    checks = []
+    entries = [("start on login", get_backend(), "kimi-tray autostart on")]
+    daemon = get_daemon_backend()
+    if daemon is not None:
+        entries.append(("daemon unit", daemon, "kimi-tray autostart on --daemon"))
+    for name, backend, fix in entries:
+        try:
+            enabled = backend.is_enabled()
+        except OSError:
+            enabled = False
+        if not enabled:
+            continue
+        command = backend.written_command()
+        problem = "the entry cannot be read" if command is None else check_command(command)
+        if problem:
+            checks.append(Check("fail", name, f"{backend.location()}: {problem}",
+                                f"run `{fix}` to rewrite it"))
+        else:
+            checks.append(Check("ok", name, f"{backend.location()} runs {' '.join(command.argv)}"))
+    if not checks:
+        checks.append(Check("warn", "start on login", "nothing starts kimi-tray when you log in",
+                            "run `kimi-tray autostart on` (desktop) or "
+                            "`kimi-tray autostart on --daemon` (server)"))
+    return checks
+
+
+def check_renewer(settings: Settings) -> list[Check]:
+    """Is anything renewing right now? Without a running tray or daemon the token runs out."""
+    from kimi_tray.single_instance import running_instance
+
+    holder = running_instance(settings.state_dir)
+    if holder is not None:
+        return [Check("ok", "renewer", holder.describe())]
+    return [Check("fail", "renewer", "no kimi-tray tray or daemon is running: nothing renews the token",
+                  "start `kimi-tray` on a desktop, or `kimi-tray daemon` "
+                  "(`systemctl --user start kimi-tray` where the unit is installed)")]
+
+
+def check_token(settings: Settings) -> list[Check]:
+    """The token's health as the engine sees it (a rejected refresh token is remembered)."""
+    from kimi_tray.engine import Renewer
+    from kimi_tray.health import Health, format_duration
+    from kimi_tray.menu import first_sentence, what_to_do
+
+    renewer = Renewer(settings)
+    if not renewer.source.exists():
+        return []  # the credentials check already says so, with the fix
+    status = renewer.snapshot()
+    fix = what_to_do(status, cli=True).rstrip(".")
+    fix = fix[0].lower() + fix[1:] if fix else ""
+    left = status.seconds_left
+    if status.health is Health.NEEDS_LOGIN:
+        return [Check("fail", "token", first_sentence(status.message or "a login is needed"),
+                      fix or "run `kimi-tray login`")]
+    if status.health is Health.ERROR:
+        return [Check("fail", "token", status.message, fix)]
+    if status.health is Health.EXPIRED:
+        return [Check("fail", "token", f"the access token expired {format_duration(-(left or 0))} ago",
+                      "run `kimi-tray renew`, and keep a tray or daemon running")]
+    if status.health is Health.EXPIRING:
+        return [Check("warn", "token", f"only {format_duration(left or 0)} left",
+                      "run `kimi-tray renew`")]
+    return [Check("ok", "token", f"{status.health.value}, {format_duration(left or 0)} left")]
+
+
+def check_oauth_reachable(settings: Settings) -> list[Check]:
+    """A short real connection to the OAuth host. Tests point it at loopback, or turn it off."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    from kimi_tray.config import is_loopback_host
+
+    host = urlsplit(settings.oauth_host).hostname or ""
+    if os.environ.get("KIMI_TRAY_NO_NETWORK_CHECK") == "1" and not is_loopback_host(host):
+        return []
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            client.head(settings.oauth_host)
+    except httpx.TimeoutException:
+        return [Check("fail", "oauth reachable", f"{settings.oauth_host} did not answer within 5 s",
+                      "check the network connection (and proxy settings)")]
+    except httpx.TransportError as exc:
+        return [Check("fail", "oauth reachable", f"cannot connect to {settings.oauth_host}: "
+                      f"{type(exc).__name__}", "check the network connection (and proxy settings)")]
+    return [Check("ok", "oauth reachable", settings.oauth_host)]
+
+
+def check_config(settings: Settings) -> list[Check]:
+    from kimi_tray.config import config_path
+
+    if settings.config_file is not None:
+        return [Check("ok", "config", f"loaded {settings.config_file}")]
+    return [Check("ok", "config", f"defaults ({config_path()} does not exist)")]
+
+
 CHECKS: list[Callable[[Settings], list[Check]]] = [
     check_credentials, check_oauth, check_openclaw, check_log_dir, check_old_cron, check_desktop,
+    check_config, check_token, check_oauth_reachable, check_autostart, check_renewer,
 ]
 
 

@@ -1,14 +1,22 @@
-"""The tray menu as plain data, built from a Status: testable without a display."""
+"""The tray menu as plain data, built from a Status: testable without a display.
+
+Also the short words every face shows for a Status: a headline that fits a menu line, and what
+the user can do about a problem (the tray names its menu items, the CLI its commands).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from kimi_tray.health import Health, Status
 from kimi_tray.usage.text import age_line, plan_words, short_line, window_line
 
 USAGE_SLOTS = 4  # menu lines for quota windows (the week, the 5-hour one, and room for more)
 USAGE_KEYS = tuple(f"usage_{i}" for i in range(USAGE_SLOTS)) + ("usage_age",)
+
+HEADLINE_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -20,14 +28,75 @@ class MenuEntry:
     default: bool = False  # the action a plain click runs where the tray has no menu
 
 
-def build_menu(status: Status, autostart_on: bool, openclaw_on: bool) -> list[MenuEntry]:
-    login_needed = status.health in (Health.NEEDS_LOGIN, Health.EXPIRED)
+def short_path(text: str) -> str:
+    """Paths under the home directory as ~/...: shorter, and the same on every machine."""
+    home = str(Path.home())
+    return text.replace(home + "/", "~/") if home not in ("", "/") else text
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a message, without the details in parentheses."""
+    text = re.sub(r"\s*\([^)]*\)", "", text.strip())
+    match = re.match(r"(.+?)([.!?](\s|$)|;\s)", text)
+    return (match.group(1) if match else text).rstrip(".")
+
+
+def clip(text: str, limit: int = HEADLINE_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def needs_login(status: Status) -> bool:
+    """A login fixes it: the refresh token is dead, missing, or the file holding it is unusable."""
+    return status.health in (Health.NEEDS_LOGIN, Health.EXPIRED, Health.ERROR)
+
+
+def what_to_do(status: Status, cli: bool = False, in_menu: bool = False) -> str:
+    """One sentence: what fixes the problem this Status shows ('' when nothing is wrong).
+    cli: name commands; in_menu: the line sits right above the menu item it names."""
+    if status.login_in_progress:
+        return ""
+    if in_menu:
+        if status.health in (Health.NEEDS_LOGIN, Health.ERROR):
+            return "Fix: Log in... below" + (" writes a new file" if status.health is Health.ERROR else "")
+        if status.failures and status.health is not Health.FRESH:
+            return "Renewal failing: check the network (retrying)"
+        if status.health is Health.EXPIRED:
+            return "Fix: Renew now below"
+        return ""
+    login = "run `kimi-tray login`" if cli else "choose Log in... in the menu"
+    if status.health is Health.NEEDS_LOGIN:
+        return f"Log in again: {login}."
+    if status.health is Health.ERROR:
+        return f"Log in again to write a new credential file: {login}."
+    if status.failures and status.health is not Health.FRESH:
+        return "Check the network; kimi-tray keeps retrying" + (
+            " (`kimi-tray renew` tries now)." if cli else " (Renew now tries at once).")
+    if status.health is Health.EXPIRED:
+        return "Renew now: " + ("run `kimi-tray renew`." if cli else "choose Renew now in the menu.")
+    return ""
+
+
+def headline(status: Status) -> str:
+    """The menu's status line and the tooltip: short enough for a menu (no paths, no details)."""
+    if status.health is Health.ERROR and not status.login_in_progress:
+        return clip("Kimi: " + short_path(first_sentence(status.message or "error")))
+    return clip(status.summary(), 2 * HEADLINE_MAX)
+
+
+def build_menu(status: Status, autostart_on: bool, openclaw_on: bool,
+               notes: tuple[str, ...] = ()) -> list[MenuEntry]:
+    """notes: extra lines the tray shows above the actions (a login's code, a config error)."""
+    login_needed = needs_login(status)
     busy = status.renewing or status.login_in_progress
-    entries = [
-        MenuEntry("status", status.summary() + plan_suffix(status), enabled=False),
-        *usage_entries(status),
-        MenuEntry("renew", "Renew now", enabled=not busy, default=not login_needed),
-    ]
+    entries = [MenuEntry("status", headline(status) + plan_suffix(status), enabled=False)]
+    advice = what_to_do(status, in_menu=True)
+    if advice:
+        entries.append(MenuEntry("advice", clip(advice), enabled=False))
+    entries += [MenuEntry(f"note{i}", clip(note, 2 * HEADLINE_MAX), enabled=False)
+                for i, note in enumerate(notes)]
+    entries += usage_entries(status)
+    entries.append(MenuEntry("renew", "Renew now", enabled=not busy and status.health is not Health.ERROR,
+                             default=not login_needed))
     if status.login_in_progress:
         entries.append(MenuEntry("cancel_login", "Cancel login"))
     else:
@@ -63,4 +132,4 @@ def usage_entries(status: Status) -> list[MenuEntry]:
 def tooltip(status: Status) -> str:
     """The status summary plus the most constrained quota window."""
     quota = short_line(status.usage, status.now)
-    return f"{status.summary()}; {quota}" if quota else status.summary()
+    return f"{headline(status)}; {quota}" if quota else headline(status)

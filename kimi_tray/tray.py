@@ -11,22 +11,59 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from kimi_tray.autostart import AutostartBackend
+from kimi_tray.browser import open_url
 from kimi_tray.engine import Renewer
 from kimi_tray.errors import DeviceFlowError, KimiTrayError
-from kimi_tray.health import Status
-from kimi_tray.icons import draw_icon
-from kimi_tray.login import LoginCancelled, LoginProgress, device_login, open_browser
-from kimi_tray.menu import USAGE_KEYS, MenuEntry, build_menu, tooltip, usage_entries
-from kimi_tray.notify import NotificationPolicy, Notifier
+from kimi_tray.health import EXPIRING_BELOW, Health, Status, health_for, refresh_margin
+from kimi_tray.icons import draw_icon, icon_state
+from kimi_tray.login import LoginCancelled, LoginProgress, device_login
+from kimi_tray.menu import (
+    USAGE_KEYS,
+    MenuEntry,
+    build_menu,
+    first_sentence,
+    short_path,
+    tooltip,
+    usage_entries,
+)
+from kimi_tray.notify import OPEN_LOG, Action, NotificationPolicy, Notifier
 from kimi_tray.usage.alerts import alerts_from_settings
 
 log = logging.getLogger(__name__)
 ICON_SIZE = 64
 MENU_FRESH_FOR = 60.0  # seconds: older numbers are fetched again when the menu opens
+XORG_START_SIZE = 24
+REDRAW_SLACK = 0.05  # draw just after the moment the picture changes, never just before
+TIMED_HEALTH = (Health.FRESH, Health.AGING, Health.EXPIRING, Health.EXPIRED)
+
+
+def as_of(status: Status, now: float) -> Status:
+    """The same Status at a later moment: time left and the health that follows from it."""
+    if status.health not in TIMED_HEALTH or status.expires_at is None:
+        return replace(status, now=now)
+    return replace(status, now=now, health=health_for(status.expires_at - now, status.lifetime))
+
+
+def next_picture_change(status: Status) -> float | None:
+    """When the tooltip or icon next change by time alone: the displayed number of seconds or
+    minutes ticks, or the token crosses a health threshold (refresh point, 2 minutes, expiry)."""
+    if status.health not in TIMED_HEALTH or status.expires_at is None:
+        return None
+    left = status.expires_at - status.now
+    if left <= 0:
+        return None
+    step = 1.0 if left < 60 else 60.0 if left < 2 * 86400 else 3600.0
+    candidates = [status.now + (left % step or step)]
+    candidates += [status.expires_at - threshold
+                   for threshold in (refresh_margin(status.lifetime), EXPIRING_BELOW, 0.0)
+                   if left > threshold]
+    return min(candidates) + REDRAW_SLACK
 
 
 def choose_backend() -> str:
@@ -55,6 +92,42 @@ def choose_backend() -> str:
     return "gtk"
 
 
+def _draw_on_panel_background(icon) -> None:
+    """pystray's xorg backend stretches the picture to the window and pastes it on black (and
+    the window starts 1x1). Start at a usual tray size, take the panel's own background
+    (ParentRelative), and draw the picture square and centred over it, alpha kept."""
+    window, display = getattr(icon, "_window", None), getattr(icon, "_display", None)
+    if window is None or display is None:
+        return
+    import types
+
+    import Xlib.X
+    from PIL import Image
+
+    window.change_attributes(background_pixmap=Xlib.X.ParentRelative)
+    window.configure(width=XORG_START_SIZE, height=XORG_START_SIZE)
+    display.flush()
+
+    def draw(self) -> None:
+        import Xlib.error
+
+        try:
+            geometry = self._window.get_geometry()
+            width, height = geometry.width, geometry.height
+            self._window.clear_area(0, 0, width, height)
+            self._display.sync()
+            raw = self._window.get_image(0, 0, width, height, Xlib.X.ZPixmap, 0xFFFFFFFF)
+            picture = Image.frombytes("RGB", (width, height), raw.data, "raw", "BGRX")
+            side = max(1, min(width, height))
+            image = self._icon.convert("RGBA").resize((side, side), Image.LANCZOS)
+            picture.paste(image, ((width - side) // 2, (height - side) // 2), image)
+            self._window.put_pil_image(self._gc, 0, 0, picture)
+        except (Xlib.error.BadDrawable, Xlib.error.BadMatch, ValueError):
+            pass  # the window is gone or not mapped yet; the next Expose draws again
+
+    icon._draw = types.MethodType(draw, icon)
+
+
 def _enable_clicks_on_xorg(icon) -> None:
     """pystray's xorg backend (0.19.5) creates its window without ButtonPressMask, so clicks never
     reach it and the default action never runs (upstream issue #151). Ask X for button presses."""
@@ -68,34 +141,80 @@ def _enable_clicks_on_xorg(icon) -> None:
     display.flush()
 
 
+def add_error_badge(image) -> None:
+    """A grey square with a white '!' in the lower right corner: something is misconfigured."""
+    from PIL import ImageDraw
+
+    from kimi_tray.icons import COLOURS
+
+    size = image.size[0]
+    side = size * 0.46
+    left, top = size - side, size - side
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((left, top, size - 1, size - 1), radius=side * 0.2,
+                           fill=COLOURS["error"] + (255,), outline=(255, 255, 255, 255), width=2)
+    middle, bar = left + side / 2, max(2.0, side * 0.14)
+    draw.rectangle((middle - bar / 2, top + side * 0.2, middle + bar / 2, top + side * 0.6),
+                   fill=(255, 255, 255, 255))
+    draw.rectangle((middle - bar / 2, top + side * 0.7, middle + bar / 2, top + side * 0.82),
+                   fill=(255, 255, 255, 255))
+
+
+OPEN_CONFIG = Action("open_config", "Open config")
+NOTE_KEYS = ("note0", "note1", "note2")
+
+
 class TrayApp:
     def __init__(self, renewer: Renewer, autostart: AutostartBackend, notifier: Notifier,
-                 log_path: Path | None, backend: str) -> None:
+                 log_path: Path | None, backend: str, config_error: str = "",
+                 config_file: Path | None = None) -> None:
         self.renewer = renewer
         self.autostart = autostart
         self.notifier = notifier
         self.policy = NotificationPolicy(notifier,
                                          last_forced_warning=renewer.state.last_forced_login_warning,
-                                         on_forced_warning=renewer.remember_forced_login_warning)
+                                         on_forced_warning=renewer.remember_forced_login_warning,
+                                         actions=("login", "open_log"), log_episodes=True)
         self.log_path = log_path
         self.backend = backend
+        self.config_error = config_error
+        self.config_file = config_file
         self._cancel_login: threading.Event | None = None
+        self._login_lines: tuple[str, ...] = ()
+        self._login_url = ""
+        self._login_code = ""
+        self._busy_line = ""
         self._drawn: tuple | None = None
         self._watched_menu: object | None = None
         self.usage_alerts = alerts_from_settings(renewer.settings, notifier, renewer.usage_store)
         self._status: Status = renewer.status
         self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._draw_lock = threading.RLock()
+        self._stopping = False
         import pystray  # imported late: it connects to the display at import time
 
         self._pystray = pystray
-        self.icon = pystray.Icon("kimi-tray", draw_icon(self._status, ICON_SIZE), "kimi-tray",
+        self.icon = pystray.Icon("kimi-tray", self._picture(self._status), self._title(self._status),
                                  menu=self._menu())
         if backend == "xorg":
             _enable_clicks_on_xorg(self.icon)
+            _draw_on_panel_background(self.icon)
 
     # ----------------------------------------------------------------- menu
+    def notes(self) -> tuple[str, ...]:
+        """Lines above the actions: a login's code and link, a config error, work under way."""
+        lines = list(self._login_lines)
+        if self.config_error:
+            lines.append(f"Config error: fix {short_path(str(self.config_file or 'the config'))}, "
+                         "then restart (defaults in use)")
+        if self._busy_line:
+            lines.append(self._busy_line)
+        return tuple(lines[: len(NOTE_KEYS)])
+
     def entries(self) -> list[MenuEntry]:
-        return build_menu(self._status, self._autostart_on(), self.renewer.target.mode != "off")
+        return build_menu(self._status, self._autostart_on(), self.renewer.target.mode != "off",
+                          self.notes())
 
     def _autostart_on(self) -> bool:
         try:
@@ -103,11 +222,28 @@ class TrayApp:
         except OSError:
             return False
 
+    def _picture(self, status: Status):
+        """The health icon; with a config error, a grey badge with '!' in its corner too."""
+        image = draw_icon(status, ICON_SIZE)
+        if self.config_error:
+            add_error_badge(image)
+        return image
+
+    def _title(self, status: Status) -> str:
+        title = tooltip(status)
+        if self._busy_line:
+            title = f"{title} | {self._busy_line}"
+        return f"{title} | config error, defaults in use" if self.config_error else title
+
     def _menu(self):
         pystray = self._pystray
         actions: dict[str, Callable[[], None]] = {
             "status": lambda: None,
             **dict.fromkeys(USAGE_KEYS, self.update_usage),
+            "advice": lambda: None,
+            "note0": lambda: self._note_clicked(0),
+            "note1": lambda: self._note_clicked(1),
+            "note2": lambda: self._note_clicked(2),
             "renew": self.renew_now,
             "login": self.start_login,
             "cancel_login": self.cancel_login,
@@ -127,6 +263,8 @@ class TrayApp:
 
             def enabled(_item) -> bool:
                 found = entry(key)
+                if key in NOTE_KEYS:  # a login's lines copy the code or reopen the page; others are text
+                    return bool(found and self._login_url and found.label in self._login_lines)
                 return bool(found and found.enabled)
 
             def visible(_item) -> bool:
@@ -152,29 +290,50 @@ class TrayApp:
 
     # ----------------------------------------------------------------- status
     def on_status(self, status: Status) -> None:
-        """Engine listener: redraw when what the user sees changes (at least each poll)."""
-        self._status = status
-        self.policy.on_status(status)
-        # Redraw when what a person sees changes: the state, the words, or the minute left
-        # (the ring moves in the same steps), so an idle tray wakes the UI once a minute.
-        key = (status.health, status.login_in_progress, status.summary(),
-               round(status.fraction_left * (status.lifetime or 900) / 60), tooltip(status),
-               tuple(usage_entries(status)))
+        """Engine listener: notify per policy, and redraw when the picture changes."""
         with self._lock:
-            if key == self._drawn:
+            self._status = status
+        self.policy.on_status(status)
+        self._redraw()
+
+    def _redraw(self, force: bool = False) -> None:
+        """Draw the latest Status as of now when what a person sees has changed, then schedule
+        the next redraw for the moment the picture changes by time alone (the tooltip's number,
+        a health threshold). One drawer at a time, always the newest Status: a login thread and
+        the engine redrawing together can never leave an older picture on top."""
+        with self._draw_lock:
+            status = as_of(self._status, time.time())
+            title = self._title(status)
+            key = (icon_state(status), status.login_in_progress, title, self.notes(),
+                   round(status.fraction_left * (status.lifetime or 900) / 60),
+                   tuple(usage_entries(status)))
+            if force or key != self._drawn:
+                self._drawn = key
+                self.icon.icon = self._picture(status)
+                self.icon.title = title
+                try:
+                    self.icon.update_menu()
+                except Exception:  # some backends cannot update a menu that is not shown yet
+                    log.debug("update_menu failed", exc_info=True)
+                self._watch_menu_open_soon()
+            self._schedule_redraw(status)
+
+    def _schedule_redraw(self, status: Status) -> None:
+        when = next_picture_change(status)
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if when is None or self._stopping:
                 return
-            self._drawn = key
-        self.icon.icon = draw_icon(status, ICON_SIZE)
-        self.icon.title = tooltip(status)
-        try:
-            self.icon.update_menu()
-        except Exception:  # some backends cannot update a menu that is not shown yet
-            log.debug("update_menu failed", exc_info=True)
-        self._watch_menu_open_soon()
+            timer = threading.Timer(max(0.0, when - time.time()), self._redraw)
+            timer.daemon = True
+            timer.name = "redraw"
+            self._timer = timer
+        timer.start()
 
     def _refresh_menu(self) -> None:
-        self._drawn = None
-        self.on_status(self._status)
+        self._redraw(force=True)
 
     # ----------------------------------------------------------------- usage
     def update_usage(self) -> None:
@@ -209,17 +368,52 @@ class TrayApp:
         return False
 
     # ----------------------------------------------------------------- actions
+    def handle_action(self, key: str) -> None:
+        """A notification button (runs on the notifier's thread: only hands work on)."""
+        handlers = {"login": self.start_login, "open_log": self.open_log,
+                    "open_config": self.open_config}
+        if key in handlers:
+            handlers[key]()
+
+    def announce_config_error(self) -> None:
+        if not self.config_error:
+            return
+        log.error("%s kimi-tray runs with the default settings until it is fixed.", self.config_error)
+        self.notifier.send("kimi-tray config error",
+                           f"{short_path(first_sentence(self.config_error))}. Defaults are in use; "
+                           "fix the file and restart kimi-tray.",
+                           [OPEN_CONFIG, OPEN_LOG] if self.notifier.shows_actions else [])
+
     def renew_now(self) -> None:
         log.info("Renew now, from the tray.")
         self.renewer.request_renew()
 
     def restart_gateway(self) -> None:
+        self._busy_line = "Restarting the OpenClaw gateway..."
+        self._refresh_menu()
+
         def work() -> None:
             ok, message = self.renewer.target.restart_gateway()
-            self.notifier.send("OpenClaw gateway", message)
+            self._busy_line = ""
+            self._refresh_menu()
             (log.info if ok else log.warning)("%s", message)
+            self.notifier.send("OpenClaw gateway", short_path(first_sentence(message)) + ".",
+                               [OPEN_LOG] if not ok and self.notifier.shows_actions else [])
 
         threading.Thread(target=work, name="restart-gateway", daemon=True).start()
+
+    def _open_file(self, path: Path) -> None:
+        if sys.platform.startswith("win"):
+            os.startfile(str(path))  # type: ignore[attr-defined]  # noqa: S606
+            return
+        command = ["open", str(path)] if sys.platform == "darwin" else ["xdg-open", str(path)]
+        try:
+            child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        except OSError as exc:
+            self.notifier.send("kimi-tray", f"Could not open {short_path(str(path))} ({exc.strerror}).")
+            return
+        threading.Thread(target=child.wait, name="opener-reaper", daemon=True).start()
 
     def open_log(self) -> None:
         path = self.log_path
@@ -227,18 +421,11 @@ class TrayApp:
             self.notifier.send("kimi-tray", "The log file could not be created.")
             return
         path.touch(exist_ok=True)
-        if sys.platform == "darwin":
-            command = ["open", str(path)]
-        elif sys.platform.startswith("win"):
-            os.startfile(str(path))  # type: ignore[attr-defined]  # noqa: S606
-            return
-        else:
-            command = ["xdg-open", str(path)]
-        try:
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-        except OSError as exc:
-            self.notifier.send("kimi-tray", f"Could not open the log ({exc.strerror}); it is at {path}.")
+        self._open_file(path)
+
+    def open_config(self) -> None:
+        if self.config_file is not None:
+            self._open_file(self.config_file)
 
     def toggle_autostart(self) -> None:
         try:
@@ -251,10 +438,11 @@ class TrayApp:
         self._refresh_menu()
 
     def start_login(self) -> None:
-        if self._cancel_login is not None:
-            return
-        cancel = threading.Event()
-        self._cancel_login = cancel
+        with self._lock:
+            if self._cancel_login is not None:
+                return
+            cancel = threading.Event()
+            self._cancel_login = cancel
         self.renewer.login_in_progress = True
         self.renewer.wake()
         threading.Thread(target=self._login, args=(cancel,), name="login", daemon=True).start()
@@ -263,14 +451,50 @@ class TrayApp:
         if self._cancel_login is not None:
             self._cancel_login.set()
 
+    def _note_clicked(self, index: int) -> None:
+        """The login's lines: the code is copied, the link opens the page again."""
+        notes = self.notes()
+        if index >= len(notes) or notes[index] not in self._login_lines:
+            return
+        if notes[index] == self._login_lines[0]:
+            self.copy_login_code()
+        else:
+            self.reopen_login_page()
+
+    def copy_login_code(self) -> None:
+        from kimi_tray.clipboard import copy_text
+
+        code = self._login_code
+        if code and not copy_text(code, gtk_loop=self.backend in ("gtk", "appindicator")):
+            self.notifier.send("kimi-tray", f"No clipboard here; the code is {code}.")
+        elif code:
+            log.info("Copied the login code to the clipboard.")
+
+    def reopen_login_page(self) -> None:
+        if self._login_url:
+            threading.Thread(target=open_url, args=(self._login_url,), name="browser", daemon=True).start()
+
     def _login(self, cancel: threading.Event) -> None:
         renewer = self.renewer
 
         def on_code(progress: LoginProgress) -> None:
             auth = progress.authorization
-            opened = open_browser(auth.verification_uri_complete)
-            where = "The browser opened" if opened else f"Open {auth.verification_uri_complete}"
-            self.notifier.send("Kimi login", f"{where}; confirm the code {auth.user_code} there.")
+            self._login_url = auth.verification_uri_complete
+            self._login_code = auth.user_code
+            self._login_lines = (f"Login code {auth.user_code} (click to copy)",
+                                 f"at {auth.verification_uri} (click to open again)")
+            self._refresh_menu()
+            problem = open_url(auth.verification_uri_complete)
+            if problem:
+                log.warning("%s Open %s and confirm the code %s.", problem, auth.verification_uri,
+                            auth.user_code)
+                self.notifier.send("Kimi login: open the link",
+                                   f"{problem} Open {auth.verification_uri_complete} and confirm "
+                                   f"the code {auth.user_code}.")
+            else:
+                self.notifier.send("Kimi login",
+                                   f"Confirm the code {auth.user_code} in the browser "
+                                   f"({auth.verification_uri}).")
             log.info("Login started: code %s at %s", auth.user_code, auth.verification_uri)
 
         try:
@@ -282,25 +506,35 @@ class TrayApp:
         except LoginCancelled:
             log.info("Login cancelled.")
         except (DeviceFlowError, KimiTrayError) as exc:
-            self.notifier.send("Kimi login failed", str(exc))
+            self.notifier.send("Kimi login failed", short_path(str(exc)),
+                               [OPEN_LOG] if self.notifier.shows_actions else [])
             log.warning("Login failed: %s", exc)
         finally:
-            self._cancel_login = None
+            self._login_lines, self._login_url, self._login_code = (), "", ""
+            with self._lock:
+                self._cancel_login = None
             renewer.login_in_progress = False
             renewer.wake()
+            self._refresh_menu()
 
     def quit(self) -> None:
+        with self._lock:
+            self._stopping = True
+            if self._timer is not None:
+                self._timer.cancel()
         self.cancel_login()
         self.renewer.stop(timeout=5)
         self.icon.stop()
 
     # ----------------------------------------------------------------- run
-    def run(self) -> None:
+    def run(self, after_start: Callable[[], None] = lambda: None) -> None:
         def setup(icon) -> None:
             icon.visible = True
             self.renewer.watch_usage()
             self.renewer.start()
             self._watch_menu_open_soon()
+            self.announce_config_error()
+            after_start()
 
         self.renewer.add_listener(self.on_status)
         self.renewer.add_listener(self.usage_alerts.on_status)

@@ -95,6 +95,9 @@ def write_fake_openclaw(bin_dir: Path) -> Path:
     # the gateway over a thousand times, and a Python start-up each time would dominate the run.
     script.write_text(
         "#!/bin/sh\n"
+        'if [ "$1 $2" = "gateway restart" ] && [ -n "$FAKE_OPENCLAW_RESTART_SECONDS" ]; then\n'
+        '  sleep "$FAKE_OPENCLAW_RESTART_SECONDS"\n'
+        "fi\n"
         'if [ "$1 $2" = "gateway restart" ] && [ -n "$FAKE_OPENCLAW_LOG" ] '
         '&& [ "${FAKE_OPENCLAW_FAIL#*restart}" = "$FAKE_OPENCLAW_FAIL" ]; then\n'
         '  printf \'{"argv": ["gateway", "restart"]}\\n\' >> "$FAKE_OPENCLAW_LOG"; exit 0\n'
@@ -124,6 +127,7 @@ def env(home: Path, oauth_server: FakeKimiOAuth, usage_server: FakeKimiUsage,
         "FAKE_OPENCLAW_LOG": str(tmp_path / "openclaw-calls.jsonl"),
         "PYTHONPATH": str(ROOT),
         "LANG": "C.UTF-8",
+        "KIMI_TRAY_NO_NETWORK_CHECK": "1",  # doctor connects to loopback hosts only
     }
 
 

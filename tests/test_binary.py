@@ -74,3 +74,37 @@ def test_tray_docks_green(binary: Path, env: dict[str, str], home: Path, oauth_s
         tray.terminate()
         out, _ = tray.communicate(timeout=15)
     assert "Traceback" not in out
+
+
+def test_autostart_entry_of_the_binary_starts_it(binary: Path, env: dict[str, str], home: Path) -> None:
+    from kimi_tray.autostart.xdg import desktop_entry_values, parse_exec
+
+    result = subprocess.run([str(binary), "autostart", "on"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    entry = home / ".config" / "autostart" / "kimi-tray.desktop"
+    argv = parse_exec(desktop_entry_values(entry.read_text())["Exec"])
+    assert argv == [str(binary)]
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    started = subprocess.run([*argv, "--version"], env=clean, cwd=home, capture_output=True, text=True,
+                             timeout=60)
+    assert started.returncode == 0 and started.stdout.startswith("kimi-tray "), started.stderr
+    status = subprocess.run([str(binary), "autostart", "status"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert status.returncode == 0 and f"runs {binary}" in status.stdout, status.stdout + status.stderr
+
+
+def test_binary_sends_a_notification_with_a_button(binary: Path, env: dict[str, str], home: Path,
+                                                   desktop, oauth_server) -> None:
+    """desktop-notifier and dbus-fast made it into the bundle: the login-needed notification has
+    its Log in button."""
+    tray_env = {**os.environ, **env, **desktop.env, "PYSTRAY_BACKEND": "xorg"}
+    tray = subprocess.Popen([str(binary)], env=tray_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: desktop.notify_calls("Kimi login needed"), timeout=60)
+        assert 'string "Log in"' in desktop.notify_calls("Kimi login needed")[0]
+    finally:
+        tray.terminate()
+        out, _ = tray.communicate(timeout=20)
+    assert tray.returncode == 0, out

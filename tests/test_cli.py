@@ -176,7 +176,10 @@ def test_doctor_reports_each_check(env, home, oauth_server) -> None:
     assert any(line.startswith("ok    oauth host") for line in lines)
     assert any(line.startswith("ok    openclaw command") for line in lines)
     assert any(line.startswith("ok    log dir") for line in lines)
-    assert result.returncode == 0
+    # Nothing renews in this test: that is the one failing check, and it says how to fix it.
+    assert [line for line in lines if line.startswith("fail")] == [
+        line for line in lines if line.startswith("fail  renewer") and "kimi-tray daemon" in line]
+    assert result.returncode == 1
     kimi_file(home).unlink()
     result = run_cli(["doctor"], env)
     assert result.returncode == 1 and "fail  credentials" in result.stdout
@@ -201,3 +204,66 @@ def test_read_only_credentials_directory_burns_no_token(env, home, oauth_server,
     assert oauth_server.refresh_calls == 0
     assert kimi_file(home).read_bytes() == before
     assert tokens["refresh_token"] in oauth_server.valid_refresh
+
+
+def test_doctor_and_status_see_the_running_daemon_and_a_broken_entry(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 900)
+    daemon = subprocess.Popen([sys.executable, "-m", "kimi_tray", "daemon"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: "daemon runs" in run_cli(["status"], env).stdout, timeout=20)
+        doctor = run_cli(["doctor"], env)
+        assert f"ok    renewer: the daemon runs (pid {daemon.pid}, since" in doctor.stdout
+        assert doctor.returncode == 0, doctor.stdout
+        status = json.loads(run_cli(["status", "--json"], env).stdout)
+        assert status["renewer_pid"] == daemon.pid
+        # The entry the old code wrote: an interpreter that cannot import kimi_tray.
+        entry = home / ".config" / "autostart" / "kimi-tray.desktop"
+        entry.parent.mkdir(parents=True)
+        entry.write_text("[Desktop Entry]\nType=Application\nName=kimi-tray\n"
+                         f"Exec={home}/gone/python3.11 -m kimi_tray\n")
+        doctor = run_cli(["doctor"], env)
+        assert doctor.returncode == 1
+        assert "fail  start on login:" in doctor.stdout and "kimi-tray autostart on" in doctor.stdout
+        assert run_cli(["autostart", "on"], env).returncode == 0
+        assert "ok    start on login:" in run_cli(["doctor"], env).stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=15)
+    assert "nothing is running" in run_cli(["status"], env).stdout
+
+
+def test_doctor_fails_on_an_expired_token_and_a_dead_refresh_token(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() - 120)
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert "fail  token: the access token expired 2 min ago  -> fix: run `kimi-tray renew`" in doctor.stdout
+    assert f"ok    oauth reachable: {oauth_server.url}" in doctor.stdout
+
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    oauth_server.revoke_all()
+    assert run_cli(["renew"], env).returncode == 3
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert "fail  token: The Kimi refresh token was rejected  -> fix: log in again: run `kimi-tray login`" \
+        in doctor.stdout, doctor.stdout
+    status = run_cli(["status"], env)
+    assert status.returncode == 3 and "Fix:           log in again: run `kimi-tray login`" in status.stdout
+
+
+def test_doctor_says_when_the_oauth_host_cannot_be_reached(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 900)
+    oauth_server.stop()
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert "fail  oauth reachable: cannot connect to" in doctor.stdout
+
+
+def test_a_closed_output_pipe_is_quiet(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 900)
+    command = f"{sys.executable} -m kimi_tray status | true; {sys.executable} -m kimi_tray doctor | true"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert result.stderr == ""
+    assert result.returncode in (0, 141)  # 141 when the reader left before we wrote

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,8 +15,8 @@ import pytest
 from PIL import Image
 
 from kimi_tray.icons import COLOURS
-from tests.conftest import ROOT, have, kimi_file, read_json, wait_for, write_credentials
-from tests.support.desktop import Desktop
+from tests.conftest import ROOT, have, kimi_file, read_json, require, wait_for, write_credentials
+from tests.support.desktop import Desktop, missing_tools
 from tests.support.oauth_server import FakeKimiOAuth
 
 pytestmark = pytest.mark.desktop
@@ -41,7 +43,9 @@ class Tray:
         self.proc = subprocess.Popen([sys.executable, "-m", "kimi_tray", "-v"], env=env, cwd=ROOT,
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
         self.started = time.monotonic()
-        assert wait_for(lambda: desktop.icon_geometry() is not None, timeout=15), self.output()
+        if not wait_for(lambda: desktop.icon_geometry() is not None, timeout=15):
+            self.stop()  # never leave a tray behind a failed test
+            raise AssertionError(f"the icon did not appear:\n{self.output()}")
         self.visible_after = time.monotonic() - self.started
 
     def output(self) -> str:
@@ -110,6 +114,19 @@ def tray_factory(tray_env, desktop, tmp_path) -> Iterator:
         tray.stop()
 
 
+def zombie_children(pid: int) -> list[str]:
+    """Children of pid that exited and were never waited for (state Z in /proc)."""
+    zombies = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid) and fields[0] == "Z":
+            zombies.append(stat.parent.name)
+    return zombies
+
+
 def crop_panel(shot: Path, out: Path, box=(624, 0, 1024, 250)) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     Image.open(shot).crop(box).save(out)
@@ -131,7 +148,7 @@ def test_icon_docks_green_and_turns_red_when_the_token_expires(tray_factory, hom
     assert "Traceback" not in tray.output()
 
 
-def test_dead_refresh_token_notifies_once_and_login_from_the_menu_fixes_it(
+def test_dead_refresh_token_notifies_once_and_its_log_in_button_fixes_it(
         tray_factory, home, oauth_server: FakeKimiOAuth, desktop, tmp_path, env) -> None:
     tokens = oauth_server.issue()
     write_credentials(kimi_file(home), tokens, time.time() + 200)  # due for renewal
@@ -139,24 +156,180 @@ def test_dead_refresh_token_notifies_once_and_login_from_the_menu_fixes_it(
     tray = tray_factory()
     shot = tmp_path / "login.png"
     assert tray.wait_state("needs_login", shot) == "needs_login"
-    assert wait_for(lambda: "Kimi login needed" in desktop.notifications(), timeout=10)
+    assert wait_for(lambda: desktop.notify_calls("Kimi login needed"), timeout=10)
     crop_panel(shot, SHOTS / "tray-needs-login.png", (784, 0, 1024, 48))
     time.sleep(2)
-    assert desktop.notifications().count("Kimi login needed") == 1, "once per episode"
+    calls = desktop.notify_calls("Kimi login needed")
+    assert len(calls) == 1, "once per episode"
+    assert 'string "login"' in calls[0] and 'string "Log in"' in calls[0], "a Log in button"
 
-    oauth_server.device_script = ["pending", "slow_down", "pending", "ok"]
-    tray.menu(downs=2, shot=tmp_path / "menu-login.png")  # Renew now, Log in...
-    crop_panel(tmp_path / "menu-login.png", SHOTS / "tray-menu-login.png")
-    assert wait_for(lambda: (tmp_path / "browser.log").exists(), timeout=10), tray.output()
+    oauth_server.device_script = ["pending", "ok"]
+    desktop.press_button("Log in")  # dunst emits ActionInvoked(id, "login") on the bus
+    assert wait_for(lambda: "member=ActionInvoked" in desktop.notifications(), timeout=5)
+    assert wait_for(lambda: (tmp_path / "browser.log").exists(), timeout=15), tray.output()
     url = (tmp_path / "browser.log").read_text().strip()
     assert url.startswith(oauth_server.url + "/device?user_code=CODE-")
     assert tray.wait_state("fresh", tmp_path / "after.png", timeout=30) == "fresh"
-    assert wait_for(lambda: "Kimi login done" in desktop.notifications(), timeout=10)
+    assert wait_for(lambda: desktop.notify_calls("Kimi login done"), timeout=10)
+    time.sleep(1.5)
+    assert not desktop.notify_calls("Kimi login restored"), "one login, one notification when done"
+    assert len(desktop.notify_calls("Kimi login done")) == 1
     new = read_json(kimi_file(home))
     assert new["refresh_token"] in oauth_server.valid_refresh
     notifications = desktop.notifications()
     for secret in (tokens["refresh_token"], new["refresh_token"], new["access_token"]):
         assert secret not in notifications and secret not in tray.output()
+
+
+def test_login_from_the_menu_with_a_browser_that_fails(tray_factory, home, oauth_server, desktop,
+                                                       tmp_path, tray_env) -> None:
+    """The URL and code are in the menu and the notification; the failure is said; no zombie."""
+    # A desktop without a browser: xdg-open is there, and fails (as it does with nothing to open).
+    bin_dir = tmp_path / "no-browser-bin"
+    bin_dir.mkdir()
+    (bin_dir / "xdg-open").write_text("#!/bin/sh\necho 'xdg-open: no method available for opening' >&2\n"
+                                      "exit 3\n")
+    (bin_dir / "xdg-open").chmod(0o755)
+    tray_env.pop("BROWSER")
+    tray_env["PATH"] = f"{bin_dir}{os.pathsep}{tray_env['PATH']}"
+    tray = tray_factory()
+    assert tray.wait_state("needs_login", tmp_path / "none.png") == "needs_login"
+    oauth_server.device_script = ["pending"] * 100
+    tray.menu(downs=2)  # Renew now, Log in...
+    assert wait_for(lambda: desktop.notify_calls("Kimi login: open the link"), timeout=15), tray.output()
+    call = desktop.notify_calls("Kimi login: open the link")[0]
+    assert "The browser did not open (xdg-open: no method available for opening)" in call
+    assert f"{oauth_server.url}/device?user_code=CODE-" in call and "confirm the code CODE-" in call
+    assert "Kimi: waiting for the browser login" in desktop.windows()
+    x, y, w, h = tray.geometry()
+    desktop.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "3"])
+    time.sleep(0.8)
+    desktop.screenshot(tmp_path / "menu-code.png")
+    desktop.run(["xdotool", "key", "Escape"])
+    crop_panel(tmp_path / "menu-code.png", SHOTS / "tray-menu-login-code.png", (524, 0, 1024, 300))
+    assert zombie_children(tray.proc.pid) == []
+    code = call.split("confirm the code ", 1)[1].split(".", 1)[0]
+    tray.menu(downs=1)  # "Login code ... (click to copy)"
+    read = ("import gi; gi.require_version('Gtk', '3.0'); from gi.repository import Gdk, Gtk; "
+            "print(Gtk.Clipboard.get(Gdk.SELECTION_CLIPBOARD).wait_for_text())")
+
+    def clipboard() -> str:
+        return desktop.run([sys.executable, "-c", read]).stdout.strip()
+
+    assert wait_for(lambda: clipboard() == code, timeout=10, interval=0.5), (code, clipboard())
+    assert not desktop.notify_calls("Kimi login")  # not "The browser opened"
+
+
+def test_corrupt_credential_file_is_said_once_and_log_in_fixes_it(tray_factory, home, oauth_server,
+                                                                 desktop, tmp_path) -> None:
+    path = kimi_file(home)
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.write_text('{"access_token": "a", "refresh_token": "b", "expires_at": 1.0, oops}\n')
+    tray = tray_factory()
+    assert tray.wait_state("error", tmp_path / "error.png") == "error"
+    assert wait_for(lambda: desktop.notify_calls("Kimi credentials unreadable"), timeout=10)
+    time.sleep(2)
+    calls = desktop.notify_calls("Kimi credentials unreadable")
+    assert len(calls) == 1 and 'string "Log in"' in calls[0] and 'string "Open log"' in calls[0]
+    assert "~/.kimi/credentials/kimi-code.json is not valid JSON. Log in again" in calls[0], calls[0]
+    assert "line 1" not in calls[0], "details stay in the log"
+    log_text = "".join(p.read_text() for p in (home / ".local" / "state" / "kimi-tray").rglob("*.log"))
+    assert log_text.count("The credential file cannot be used") == 1
+    assert "Kimi: ~/.kimi/credentials/kimi-code.json is not valid JSON" in desktop.windows()
+    oauth_server.device_script = ["ok"]
+    tray.menu(downs=1, shot=tmp_path / "menu-error.png")  # Renew now is off here: Log in...
+    crop_panel(tmp_path / "menu-error.png", SHOTS / "tray-menu-error.png", (524, 0, 1024, 300))
+    assert tray.wait_state("fresh", tmp_path / "fixed.png", timeout=30) == "fresh", tray.output()
+    assert read_json(path)["refresh_token"] in oauth_server.valid_refresh
+
+
+def test_bad_config_starts_with_defaults_says_so_once_and_sigterm_stops_cleanly(
+        tray_env, home, oauth_server, desktop, tmp_path) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    Path(tray_env["KIMI_TRAY_CONFIG"]).write_text("poll_intervall = 5\n")
+    tray = Tray(tray_env, desktop, tmp_path / "bad-config.log")
+    try:
+        assert tray.wait_state("fresh", tmp_path / "fresh.png") == "fresh"
+        assert wait_for(lambda: desktop.notify_calls("kimi-tray config error"), timeout=10)
+        call = desktop.notify_calls("kimi-tray config error")[0]
+        assert "Unknown key 'poll_intervall'" in call and 'string "Open config"' in call
+        assert "| config error, defaults in use" in desktop.windows()
+        # The icon says so too: a grey badge on the health colour.
+        x, y, w, h = tray.geometry()
+        raw = Image.open(tmp_path / "fresh.png").convert("RGB").crop((x, y, x + w, y + h)).tobytes()
+        grey = sum(1 for i in range(0, len(raw), 3)
+                   if sum(abs(a - b) for a, b in zip(raw[i:i + 3], COLOURS["error"], strict=True)) < 30)
+        assert grey > 20, grey
+        crop_panel(tmp_path / "fresh.png", SHOTS / "tray-config-error.png", (784, 0, 1024, 48))
+        log_text = "".join(p.read_text() for p in (home / ".local" / "state" / "kimi-tray").rglob("*.log"))
+        assert log_text.count("Unknown key 'poll_intervall'") == 1
+        x, y, w, h = tray.geometry()
+        desktop.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "3"])
+        time.sleep(0.8)
+        desktop.screenshot(tmp_path / "menu-config.png")
+        desktop.run(["xdotool", "key", "Escape"])
+        crop_panel(tmp_path / "menu-config.png", SHOTS / "tray-menu-config-error.png", (0, 0, 1024, 300))
+        time.sleep(1)
+        assert len(desktop.notify_calls("kimi-tray config error")) == 1
+        tray.proc.send_signal(signal.SIGTERM)  # what a logout does
+        assert tray.proc.wait(15) == 0
+        assert "Stopping (signal 15)." in tray.output() and "tray stopped." in tray.output()
+    finally:
+        tray.stop()
+
+
+def test_no_tray_host_is_said_once_and_renewal_goes_on(env, home, oauth_server, tmp_path) -> None:
+    require(not missing_tools(), "the desktop test tools")
+    (tmp_path / "bare").mkdir()
+    session = Desktop(tmp_path / "bare").start(tray_host=False)  # no trayer, no watcher
+    try:
+        config = tmp_path / "config.toml"
+        config.write_text("poll_interval = 0.5\ntray_poll_interval = 0.5\n")
+        write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 200)  # due
+        tray_env = {**os.environ, **env, **session.env, "KIMI_TRAY_CONFIG": str(config),
+                    "PYSTRAY_BACKEND": "gtk", "KIMI_TRAY_HOST_GRACE": "1"}
+        log = tmp_path / "no-host.log"
+        proc = subprocess.Popen([sys.executable, "-m", "kimi_tray", "-v"], env=tray_env, cwd=ROOT,
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        try:
+            assert wait_for(lambda: session.notify_calls("kimi-tray icon not visible"), timeout=20), \
+                log.read_text()
+            assert "Add a system tray" in session.notify_calls("kimi-tray icon not visible")[0]
+            assert wait_for(lambda: oauth_server.successful_refreshes >= 1, timeout=15)
+            time.sleep(2)
+            assert len(session.notify_calls("kimi-tray icon not visible")) == 1
+            assert proc.poll() is None, "it keeps running"
+        finally:
+            proc.terminate()
+            proc.wait(15)
+    finally:
+        session.stop()
+
+
+def test_tooltip_follows_the_clock_while_renewal_fails(tray_env, home, oauth_server, desktop,
+                                                       tmp_path) -> None:
+    """With the engine asleep between retries, the tooltip still shows the real time left."""
+    Path(tray_env["KIMI_TRAY_CONFIG"]).write_text("")  # the default: the engine wakes each minute
+    oauth_server.fail_always("503")
+    expires_at = time.time() + 66
+    write_credentials(kimi_file(home), oauth_server.issue(), expires_at)
+    tray = Tray(tray_env, desktop, tmp_path / "clock.log")
+    try:
+        seen: list[tuple[float, str]] = []
+        pattern = re.compile(r'"Kimi: (\d+) (s|min) left')
+        deadline = time.time() + 14
+        while time.time() < deadline:
+            match = pattern.search(desktop.windows())
+            if match:
+                seen.append((expires_at - time.time(), match.group(0)))
+                shown = int(match.group(1)) * (60 if match.group(2) == "min" else 1)
+                left = expires_at - time.time()
+                step = 60 if match.group(2) == "min" else 1
+                assert shown - 2 <= left < shown + step + 2, (left, match.group(0), tray.output())
+            time.sleep(0.4)
+        assert any(text.endswith(" s left") for _, text in seen), seen
+    finally:
+        tray.stop()
 
 
 def test_menu_renew_now_start_on_login_and_single_instance(tray_factory, home, oauth_server,
@@ -186,6 +359,23 @@ def test_menu_renew_now_start_on_login_and_single_instance(tray_factory, home, o
     assert tray.proc.wait(10) == 0
 
 
+def test_restart_gateway_shows_progress_at_once_and_a_whole_sentence_when_done(
+        tray_env, home, oauth_server, desktop, tmp_path) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    tray = Tray({**tray_env, "FAKE_OPENCLAW_RESTART_SECONDS": "4"}, desktop, tmp_path / "restart.log")
+    try:
+        assert wait_for(lambda: "OpenClaw in sync" in desktop.windows(), timeout=20), tray.output()
+        tray.menu(downs=2)  # Renew now, Restart OpenClaw gateway (Log in... is off)
+        started = time.monotonic()
+        assert wait_for(lambda: "Restarting the OpenClaw gateway..." in desktop.windows(), timeout=2)
+        assert time.monotonic() - started < 2
+        assert wait_for(lambda: desktop.notify_calls("OpenClaw gateway"), timeout=15), tray.output()
+        assert 'string "OpenClaw gateway restarted."' in desktop.notify_calls("OpenClaw gateway")[0]
+        assert wait_for(lambda: "Restarting the OpenClaw" not in desktop.windows(), timeout=3)
+    finally:
+        tray.stop()
+
+
 def test_no_display_points_at_the_daemon(env) -> None:
     clean = {k: v for k, v in env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run([sys.executable, "-m", "kimi_tray"], env=clean, cwd=ROOT,
@@ -201,7 +391,20 @@ def test_menu_less_fallback_docks_and_a_click_renews(tray_env, home, oauth_serve
     write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
     tray = Tray({**tray_env, "PYSTRAY_BACKEND": "xorg"}, desktop, tmp_path / "xorg.log")
     try:
-        assert tray.wait_state("fresh", tmp_path / "xorg.png") == "fresh"
+        # Drawn right from the start (within a moment of docking, not at the first redraw a
+        # minute later): a round icon on the panel's own background, not stretched onto black.
+        first = tmp_path / "xorg-first.png"
+
+        def drawn() -> bool:
+            x, y, w, h = tray.geometry()
+            desktop.screenshot(first)
+            pixels = Image.open(first).convert("RGB").crop((x, y, x + w, y + h)).tobytes()
+            black = sum(1 for i in range(0, len(pixels), 3) if pixels[i:i + 3] == b"\0\0\0")
+            return w >= 16 and h >= 16 and black < len(pixels) // 3 // 20
+
+        assert wait_for(drawn, timeout=1.5, interval=0.1), tray.geometry()
+        crop_panel(first, SHOTS / "tray-xorg-start.png", (784, 0, 1024, 48))
+        assert tray.wait_state("fresh", tmp_path / "xorg.png", timeout=2) == "fresh"
         before = oauth_server.successful_refreshes
         for _attempt in range(3):  # the panel may still be laying out its icons: click again
             x, y, w, h = tray.geometry()

@@ -6,10 +6,51 @@ import contextlib
 import subprocess
 from typing import Any
 
-from kimi_tray.autostart import launch_command
+from kimi_tray.autostart import LaunchCommand, launch_spec
 
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
 VALUE_NAME = "kimi-tray"
+
+
+def with_checkout_on_path(spec: LaunchCommand) -> list[str]:
+    """A Run value has no working directory: a source checkout goes onto sys.path instead."""
+    if not spec.cwd:
+        return list(spec.argv)
+    code = (f"import runpy, sys; sys.path.insert(0, {spec.cwd!r}); "
+            "runpy.run_module('kimi_tray', run_name='__main__', alter_sys=True)")
+    return [spec.argv[0], "-c", code]
+
+
+def split_command_line(line: str) -> list[str]:
+    """The argv Windows hands a program for a command line (the inverse of list2cmdline)."""
+    args: list[str] = []
+    current, quoted, in_arg, backslashes = "", False, False, 0
+    for char in line:
+        if char == "\\":
+            backslashes += 1
+            in_arg = True
+            continue
+        if char == '"':
+            current += "\\" * (backslashes // 2)
+            if backslashes % 2:
+                current += '"'
+            else:
+                quoted = not quoted
+            backslashes, in_arg = 0, True
+            continue
+        current += "\\" * backslashes
+        backslashes = 0
+        if char in " \t" and not quoted:
+            if in_arg:
+                args.append(current)
+            current, in_arg = "", False
+        else:
+            current += char
+            in_arg = True
+    current += "\\" * backslashes
+    if in_arg:
+        args.append(current)
+    return args
 
 
 class RunKey:
@@ -17,7 +58,7 @@ class RunKey:
         if registry is None:
             import winreg as registry  # only importable on Windows
         self.reg = registry
-        self.command = command or launch_command()
+        self.command = command or with_checkout_on_path(launch_spec())
 
     def _open(self, write: bool):
         access = self.reg.KEY_SET_VALUE if write else self.reg.KEY_READ
@@ -32,12 +73,19 @@ class RunKey:
             self.reg.DeleteValue(key, VALUE_NAME)
 
     def is_enabled(self) -> bool:
+        return self.value() is not None
+
+    def value(self) -> str | None:
         with self._open(write=False) as key:
             try:
-                self.reg.QueryValueEx(key, VALUE_NAME)
-                return True
+                return str(self.reg.QueryValueEx(key, VALUE_NAME)[0])
             except FileNotFoundError:
-                return False
+                return None
+
+    def written_command(self) -> LaunchCommand | None:
+        value = self.value()
+        argv = split_command_line(value) if value else []
+        return LaunchCommand(tuple(argv)) if argv else None
 
     def location(self) -> str:
         return f"HKCU\\{RUN_KEY}\\{VALUE_NAME}"

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TOOLS = ("Xvfb", "trayer", "dunst", "dbus-daemon", "dbus-monitor", "xdotool", "import", "xwininfo")
+TOOLS = ("Xvfb", "trayer", "dunst", "dunstctl", "dbus-daemon", "dbus-monitor", "dbus-send", "xdotool",
+         "import", "xwininfo")
 
 
 def missing_tools() -> list[str]:
@@ -28,31 +29,62 @@ class Desktop:
     def notifications_log(self) -> Path:
         return self.directory / "notifications.log"
 
-    def start(self, width: int = 1024, height: int = 300) -> Desktop:
-        display = 90
-        while Path(f"/tmp/.X11-unix/X{display}").exists() or Path(f"/tmp/.X{display}-lock").exists():
-            display += 1
-        self._spawn(["Xvfb", f":{display}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
-                    "xvfb.log", {})
-        self.env = {"DISPLAY": f":{display}"}
-        _wait(lambda: Path(f"/tmp/.X11-unix/X{display}").exists(), "Xvfb")
+    def start(self, width: int = 1024, height: int = 300, tray_host: bool = True) -> Desktop:
+        """Start everything, or nothing: a part that fails to start stops the ones before it."""
+        try:
+            return self._start(width, height, tray_host)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, width: int, height: int, tray_host: bool) -> Desktop:
+        # Xvfb picks a free display itself and writes its number to a pipe once it accepts
+        # connections: no race with another test picking the same number, no polling.
+        # A client must then connect through the socket path: a stale socket file left by a
+        # killed server can make a new one answer only on its abstract socket; then try again.
+        for _attempt in range(3):
+            read_end, write_end = os.pipe()
+            self._spawn(["Xvfb", "-displayfd", str(write_end), "-screen", "0", f"{width}x{height}x24",
+                         "-nolisten", "tcp", "-noreset"], "xvfb.log", {}, pass_fds=(write_end,))
+            os.close(write_end)
+            display = _read_display(read_end)
+            self.env = {"DISPLAY": f":{display}"}
+            if self.run(["xwininfo", "-root"]).returncode == 0:
+                break
+            server = self.processes.pop()
+            server.kill()
+            server.wait()
+        else:
+            raise RuntimeError("Xvfb did not accept connections")
         bus = self.directory / "bus"
         self._spawn(["dbus-daemon", "--session", "--nofork", f"--address=unix:path={bus}"], "dbus.log", {})
         self.env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={bus}"
         _wait(bus.exists, "dbus-daemon")
-        self._spawn(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width",
-                     "240", "--heighttype", "pixel", "--height", "48", "--transparent", "false",
-                     "--tint", "0x333333", "--SetDockType", "true"], "trayer.log", self.env)
-        self._spawn(["dunst"], "dunst.log", self.env)
+        if tray_host:
+            self._spawn(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width",
+                         "240", "--heighttype", "pixel", "--height", "48", "--transparent", "false",
+                         "--tint", "0x333333", "--SetDockType", "true"], "trayer.log", self.env)
+        # dunst's context menu (`dunstctl context`) asks "dmenu" which action to run: this one
+        # picks the button whose label is in $DESKTOP_DIR/pick, as a user clicking it would.
+        picker = self.directory / "pick-action"
+        picker.write_text(f'#!/bin/sh\ngrep -m1 -F -- "$(cat {self.directory / "pick"})"\n')
+        picker.chmod(0o755)
+        config = self.directory / "dunstrc"
+        config.write_text(f"[global]\n    dmenu = {picker}\n")
+        self._spawn(["dunst", "-config", str(config)], "dunst.log", self.env)
         self._spawn(["dbus-monitor", "--session", "interface='org.freedesktop.Notifications'"],
                     "notifications.log", self.env)
-        _wait(lambda: "panel" in self.windows(), "trayer")
+        if tray_host:
+            _wait(lambda: "panel" in self.windows(), "trayer")
+        _wait(lambda: "org.freedesktop.Notifications" in self.bus_names(), "dunst")
         time.sleep(0.5)
         return self
 
-    def _spawn(self, args: list[str], log_name: str, extra_env: dict[str, str]) -> None:
+    def _spawn(self, args: list[str], log_name: str, extra_env: dict[str, str],
+               pass_fds: tuple[int, ...] = ()) -> None:
         log = open(self.directory / log_name, "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **extra_env})
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **extra_env},
+                                pass_fds=pass_fds)
         self.processes.append(proc)
 
     def stop(self) -> None:
@@ -89,6 +121,39 @@ class Desktop:
 
     def notifications(self) -> str:
         return self.notifications_log.read_text(errors="replace")
+
+    def bus_names(self) -> str:
+        return self.run(["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus",
+                         "/org/freedesktop/DBus", "org.freedesktop.DBus.ListNames"]).stdout
+
+    def notify_calls(self, title: str) -> list[str]:
+        """The recorded Notify calls whose summary is `title` (each as the monitor printed it)."""
+        calls = self.notifications().split("method call")
+        return [call for call in calls if "member=Notify" in call and f'string "{title}"' in call]
+
+    def click_notification(self) -> None:
+        """What a click on the newest notification does: dunst invokes its default action and
+        emits ActionInvoked on the bus."""
+        self.run(["dunstctl", "action", "0"], check=True)
+
+    def press_button(self, label: str) -> None:
+        """Press the newest notification's button with this label (dunst's context menu):
+        dunst emits ActionInvoked with that button's key."""
+        (self.directory / "pick").write_text(label)
+        self.run(["dunstctl", "context"], check=True)
+
+
+def _read_display(fd: int, timeout: float = 10.0) -> int:
+    import select
+
+    with os.fdopen(fd, "rb") as pipe:
+        ready, _, _ = select.select([pipe], [], [], timeout)
+        if not ready:
+            raise RuntimeError("Xvfb did not start")
+        line = pipe.readline().strip()
+    if not line.isdigit():
+        raise RuntimeError("Xvfb did not start")
+    return int(line)
 
 
 def _wait(predicate, what: str, timeout: float = 10.0) -> None:

@@ -47,6 +47,13 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"auth": {"providers": [{"provider": "kimi", "profiles": {"labels": labels}}],
                                    "oauth": {"profiles": profiles}}}))
         return 0
+    if argv[:3] == ["models", "auth", "logout"]:
+        if store.pop(argv[3], None) is None:
+            print(f"Error: no auth profile {argv[3]}", file=sys.stderr)
+            return 1
+        store_path.write_text(json.dumps(store))
+        print(f"Removed auth profile {argv[3]}")
+        return 0
     if argv[:2] == ["gateway", "restart"]:
         if "restart" in failing:
             print("service management skipped: non-default state dir", file=sys.stderr)

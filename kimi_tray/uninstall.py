@@ -1,0 +1,143 @@
+"""`kimi-tray uninstall`: remove everything of ours, ask before anything the user may want back.
+
+Removed without asking: the autostart entry, the daemon unit, our crontab @reboot line, a
+running tray or daemon, the install.sh venv and its symlink. Asked (or chosen by flags): our
+state, log and config, and our OpenClaw profile. Never touched: the Kimi credential files and
+device id (the Kimi CLIs own them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import platformdirs
+
+from kimi_tray.config import APP_NAME, Settings
+
+Ask = Callable[[str], bool]
+
+
+def install_prefix() -> Path:
+    """Where ./install.sh puts its venv (KIMI_TRAY_PREFIX overrides, as in install.sh)."""
+    override = os.environ.get("KIMI_TRAY_PREFIX")
+    return Path(override) if override else Path.home() / ".local" / "share" / "kimi-tray"
+
+
+def ask_on_terminal(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def stop_running(settings: Settings, say: Callable[[str], None]) -> None:
+    from kimi_tray.single_instance import running_instance
+
+    holder = running_instance(settings.state_dir)
+    if holder is None or not holder.pid or holder.pid == os.getpid():
+        return
+    say(f"Stopping the running kimi-tray {holder.mode} (pid {holder.pid}).")
+    try:
+        os.kill(holder.pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and running_instance(settings.state_dir) is not None:
+        time.sleep(0.1)
+
+
+def remove_cron_line(say: Callable[[str], None]) -> None:
+    if not shutil.which("crontab"):
+        return
+    try:
+        current = subprocess.run(["crontab", "-l"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    lines = current.stdout.splitlines()
+    kept = [line for line in lines if not ("@reboot" in line and "kimi-tray daemon" in line)]
+    if kept != lines:
+        subprocess.run(["crontab", "-"], input="".join(f"{line}\n" for line in kept), text=True,
+                       timeout=10, check=False)
+        say("Removed the crontab @reboot line.")
+
+
+def remove_openclaw_profile(settings: Settings, say: Callable[[str], None]) -> None:
+    from kimi_tray.errors import OpenClawError
+    from kimi_tray.openclaw import _Runner
+
+    runner = _Runner(settings)
+    for agent in settings.openclaw_agents:
+        try:
+            result = runner.run(["models", "auth", "logout", settings.openclaw_profile_id,
+                                 "--agent", agent, "--yes"])
+        except OpenClawError as exc:
+            say(f"Could not remove the OpenClaw profile: {exc}")
+            return
+        if result.returncode == 0:
+            say(f"Removed OpenClaw's {settings.openclaw_profile_id} profile (agent {agent}).")
+        else:
+            said = (result.stderr or result.stdout).strip().splitlines()
+            say(f"OpenClaw kept {settings.openclaw_profile_id} (agent {agent}): "
+                f"{said[-1] if said else 'exit ' + str(result.returncode)}")
+
+
+def _remove_tree(path: Path, say: Callable[[str], None]) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        say(f"Removed {path}")
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+        say(f"Removed {path}")
+
+
+def _decide(choice: bool | None, ask: Ask, question: str) -> bool:
+    return ask(question) if choice is None else choice
+
+
+def uninstall(settings: Settings, remove_data: bool | None = None, remove_profile: bool | None = None,
+              ask: Ask = ask_on_terminal, say: Callable[[str], None] = print) -> int:
+    """remove_data / remove_profile: True or False decide; None asks (no terminal: keep)."""
+    from kimi_tray.autostart import get_backend, get_daemon_backend
+
+    stop_running(settings, say)
+    for backend in (get_backend(), get_daemon_backend()):
+        if backend is not None and backend.is_enabled():
+            backend.disable()
+            say(f"Removed {backend.location()}")
+    remove_cron_line(say)
+
+    config_dir = Path(platformdirs.user_config_dir(APP_NAME))
+    data = [p for p in (settings.state_dir, settings.log_dir, config_dir) if p.exists()]
+    listed = ", ".join(map(str, data))
+    if data and _decide(remove_data, ask, f"Remove kimi-tray's state, log and config ({listed})?"):
+        for path in data:
+            _remove_tree(path, say)
+    elif data:
+        say(f"Kept {listed}.")
+
+    # The venv we may be running from goes last: removing a profile still imports from it.
+    from kimi_tray.openclaw import OffTarget, choose_target
+
+    question = f"Remove the {settings.openclaw_profile_id} profile kimi-tray keeps in OpenClaw?"
+    has_openclaw = not isinstance(choose_target(settings), OffTarget)
+    if has_openclaw and _decide(remove_profile, ask, question):
+        remove_openclaw_profile(settings, say)
+
+    prefix = install_prefix()
+    link = Path.home() / ".local" / "bin" / "kimi-tray"
+    if link.is_symlink() and str(os.readlink(link)).startswith(str(prefix)):
+        link.unlink()
+        say(f"Removed {link}")
+    if (prefix / "venv").is_dir():
+        _remove_tree(prefix, say)
+    say("kimi-tray is uninstalled. The Kimi login itself (~/.kimi, ~/.kimi-code) was left as it is.")
+    return 0

@@ -1,0 +1,135 @@
+"""install.sh and `kimi-tray uninstall` for real, in a temp HOME on a machine without a display."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kimi_tray.single_instance import running_instance
+from tests.conftest import ROOT, wait_for, write_fake_openclaw
+
+CRONTAB = """#!/bin/sh
+# crontab stand-in: one user's table in $CRONTAB_FILE
+case "$1" in
+  -l) if [ -f "$CRONTAB_FILE" ]; then cat "$CRONTAB_FILE"; else echo "no crontab" >&2; exit 1; fi ;;
+  -) cat > "$CRONTAB_FILE.new" && mv "$CRONTAB_FILE.new" "$CRONTAB_FILE" ;;
+esac
+"""
+
+
+@pytest.fixture
+def server_env(tmp_path: Path, home: Path, oauth_server) -> dict[str, str]:
+    """A server: no display, no systemd user session, ~/.local/bin not on PATH, a crontab."""
+    bin_dir = tmp_path / "bin"
+    write_fake_openclaw(bin_dir)
+    (bin_dir / "crontab").write_text(CRONTAB)
+    (bin_dir / "crontab").chmod(0o755)
+    (tmp_path / "crontab.txt").write_text("MAILTO=''\n")
+    drop = ("DISPLAY", "WAYLAND_DISPLAY", "PYTHONPATH", "VIRTUAL_ENV", "DBUS_SESSION_BUS_ADDRESS")
+    keep = {k: v for k, v in os.environ.items() if k not in drop}
+    return {**keep, "HOME": str(home), "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "XDG_CONFIG_HOME": str(home / ".config"), "XDG_STATE_HOME": str(home / ".local" / "state"),
+            "XDG_DATA_HOME": str(home / ".local" / "share"), "KIMI_CODE_OAUTH_HOST": oauth_server.url,
+            "CRONTAB_FILE": str(tmp_path / "crontab.txt"), "FAKE_OPENCLAW_LOG": str(tmp_path / "oc.jsonl"),
+            "XDG_RUNTIME_DIR": str(tmp_path / "no-runtime")}
+
+
+@pytest.fixture
+def no_daemon_left(home: Path) -> Iterator[None]:
+    """Whatever happens in the test, the daemon install.sh started does not outlive it."""
+    yield
+    holder = running_instance(state_dir(home))
+    if holder is not None and holder.pid:
+        os.kill(holder.pid, signal.SIGTERM)
+
+
+def install(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / "install.sh"), *args], env=env, cwd=env["HOME"], capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def state_dir(home: Path) -> Path:
+    return home / ".local" / "state" / "kimi-tray"
+
+
+def test_install_on_a_server_returns_upgrade_restarts_uninstall_leaves_nothing(
+        server_env: dict[str, str], home: Path, tmp_path: Path, no_daemon_left: None) -> None:
+    first = install(server_env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert ".local/bin is not on your PATH" in first.stdout
+    assert "started the daemon in the background" in first.stdout
+    assert "crontab @reboot entry" in first.stdout
+    venv_script = home / ".local" / "share" / "kimi-tray" / "venv" / "bin" / "kimi-tray"
+    assert (tmp_path / "crontab.txt").read_text().splitlines() == [
+        "MAILTO=''", f"@reboot {venv_script} daemon >/dev/null 2>&1"]
+    assert wait_for(lambda: running_instance(state_dir(home)) is not None, timeout=20)
+    old = running_instance(state_dir(home))
+    assert old.mode == "daemon" and old.program == str(venv_script)
+
+    second = install(server_env)  # an upgrade while the daemon runs: it restarts on the new code
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"Stopping the running kimi-tray daemon (pid {old.pid})" in second.stdout
+    assert wait_for(lambda: (running_instance(state_dir(home)) or old).pid != old.pid, timeout=20)
+    assert (tmp_path / "crontab.txt").read_text().count("@reboot") == 1
+
+    # Our OpenClaw profile, as renewals leave it.
+    openclaw = home / ".openclaw"
+    openclaw.mkdir()
+    (openclaw / "fake-store.json").write_text(json.dumps({
+        "kimi:oauth": {"label": "x", "expiresAt": 0}, "kimi:default": {"label": "y", "expiresAt": 0}}))
+    subprocess.run([str(venv_script), "autostart", "on"], env=server_env, check=True, timeout=60)
+    (home / ".config" / "kimi-tray").mkdir(parents=True)
+    (home / ".config" / "kimi-tray" / "config.toml").write_text("http_timeout = 10\n")
+    # Things that are not ours stay.
+    (home / ".config" / "other.conf").write_text("keep")
+
+    removed = install(server_env, "--uninstall", "--yes")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert wait_for(lambda: running_instance(state_dir(home)) is None, timeout=10)
+    assert "Removed OpenClaw's kimi:oauth profile" in removed.stdout
+    assert json.loads((openclaw / "fake-store.json").read_text()).keys() == {"kimi:default"}
+    assert "kimi-tray" not in (tmp_path / "crontab.txt").read_text()
+    left = sorted(str(p.relative_to(home)) for p in home.rglob("*") if "kimi" in str(p.relative_to(home)))
+    assert left == [], left
+    assert (home / ".config" / "other.conf").read_text() == "keep"
+
+
+def test_uninstall_without_a_terminal_keeps_data_unless_told(env: dict[str, str], home: Path) -> None:
+    from tests.conftest import run_cli
+
+    assert run_cli(["autostart", "on"], env).returncode == 0
+    assert run_cli(["autostart", "on", "--daemon"], env).returncode == 0
+    (home / ".config" / "kimi-tray").mkdir(parents=True)
+    (home / ".config" / "kimi-tray" / "config.toml").write_text("")
+    result = run_cli(["uninstall", "--keep-openclaw-profile"], env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert not (home / ".config" / "autostart" / "kimi-tray.desktop").exists()
+    assert not (home / ".config" / "systemd" / "user" / "kimi-tray.service").exists()
+    assert "Kept" in result.stdout and (home / ".config" / "kimi-tray" / "config.toml").exists()
+
+
+@pytest.mark.desktop
+def test_upgrade_restarts_a_running_tray_on_the_new_code(server_env: dict[str, str], home: Path,
+                                                         desktop, no_daemon_left: None) -> None:
+    env = {**server_env, **desktop.env}
+    first = install(env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert wait_for(lambda: running_instance(state_dir(home)) is not None, timeout=20)
+    old = running_instance(state_dir(home))
+    assert old.mode == "tray"
+    entry = home / ".config" / "autostart" / "kimi-tray.desktop"
+    assert entry.exists()
+    second = install(env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"Stopping the running kimi-tray tray (pid {old.pid})" in second.stdout
+    assert wait_for(lambda: (running_instance(state_dir(home)) or old).pid != old.pid, timeout=20)
+    assert running_instance(state_dir(home)).mode == "tray"
+    removed = install(env, "--uninstall", "--yes", "--keep-openclaw-profile")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert not entry.exists() and running_instance(state_dir(home)) is None
