@@ -82,7 +82,7 @@ def check_openclaw(settings: Settings) -> list[Check]:
     source = choose_source(settings)
     try:
         creds = source.load(fix_mode=False)
-        view = target.inspect(Token(creds.access_token, creds.refresh_token, creds.expires_at),
+        view = target.inspect(Token(creds.access_token, creds.expires_at),
                               _now())
     except KimiTrayError as exc:
         checks.append(Check("warn", "openclaw profile", str(exc), "run `kimi-tray renew`"))
