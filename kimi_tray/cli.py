@@ -184,7 +184,18 @@ def run_renew(settings: Settings, args: argparse.Namespace) -> int:
     if result.restart_message:
         line += f"; {result.restart_message}"
     print(line + ".")
-    return EXIT_OK
+    view = result.openclaw
+    if view.state in ("in_sync", "off"):
+        return EXIT_OK
+    from kimi_tray.state import fingerprint
+
+    if view.token_fp == fingerprint(result.credentials.access_token):
+        print("kimi-tray: the Kimi token was saved and OpenClaw holds it, but OpenClaw cannot use "
+              f"it: {view.detail} Run `kimi-tray doctor` for the fix.", file=sys.stderr)
+    else:
+        print(f"kimi-tray: the Kimi token was saved, but OpenClaw was not updated: {view.detail}",
+              file=sys.stderr)
+    return EXIT_FAIL
 
 
 # ----------------------------------------------------------------------------- daemon

@@ -35,6 +35,7 @@ CLI_MIN_MARGIN = 5.0
 CLI_FIRST_GUESS = 10.0
 CLI_SLOW_GUESS = 30.0  # no call measured yet and the Kimi plugin is missing
 GATEWAY_NOT_RELOADED = "could not refresh"  # in paste-token's warning when no gateway took it
+GATEWAY_NOT_RELOADED_DETAIL = "no running gateway picked it up"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Problem:
     text: str
     fix: str
     fatal: bool = True  # False: worth a warning, OpenClaw still works
+    check: str = "openclaw profiles"  # the `doctor` line it belongs to
 
 
 class OpenClawTarget(Protocol):
@@ -206,13 +208,6 @@ class CliTarget:
     def _holds(self, profile_id: str, access: str) -> bool:
         return mask_matches(self._mask(profile_id), access)
 
-    def effective_order(self, provider: str = PROVIDER) -> list[str]:
-        """The profiles OpenClaw will use for a provider, first first (from `models status`)."""
-        for entry in (self._auth().get("oauth") or {}).get("providers") or []:
-            if entry.get("provider") == provider:
-                return [p.get("profileId", "") for p in entry.get("effectiveProfiles") or []]
-        return []
-
     def _view_from(self, report: dict[str, Any], token: Token, now: float) -> OpenClawView:
         self.last_report = report
         ours = self._profile(self.profile_id)
@@ -231,8 +226,10 @@ class CliTarget:
             return OpenClawView("stale", "OpenClaw's Kimi token has expired.", self.mode,
                                 expires_at=expires_at, checked_at=now)
         self.problems = self.find_problems(token, now)
-        return _view(self.problems, token, self.mode, expires_at, now,
-                     f"profile {self.profile_id} holds the current token")
+        detail = f"profile {self.profile_id} holds the current token"
+        if self.gateway_reloaded is False:
+            detail += "; " + GATEWAY_NOT_RELOADED_DETAIL
+        return _view(self.problems, token, self.mode, expires_at, now, detail)
 
     def find_problems(self, token: Token, now: float) -> list[Problem]:
         """What stops OpenClaw from using Kimi with our token, each with its fix."""
@@ -251,18 +248,28 @@ class CliTarget:
             problems.append(Problem(
                 f"OpenClaw's Kimi profile {profile_id} (provider {profile.get('provider')}) holds "
                 "an older token.", fix))
-        order = self.effective_order()
-        if order and order[0] != self.profile_id and self.profile_id in order:
-            others = " ".join(p for p in order if p != self.profile_id)
-            first = self._profile(order[0])
-            problems.append(Problem(
-                f"OpenClaw uses {order[0]} before {self.profile_id}.",
-                f"openclaw models auth order set --provider {PROVIDER} {self.profile_id} {others}",
-                fatal=first is not None and first.get("type") in ("token", "oauth")))
-        return problems
+        return problems + auth_order_problems(self.last_report, PROVIDER, self.profile_id)
 
     def restart_gateway(self) -> tuple[bool, str]:
         return self.runner.restart_gateway()
+
+
+def auth_order_problems(report: dict[str, Any], provider: str, ours: str) -> list[Problem]:
+    """Our profile should be the one OpenClaw picks first for its provider (`models status`).
+    A user's own API key first still works (a warning); another token first is a failure."""
+    auth = report.get("auth") if isinstance(report.get("auth"), dict) else {}
+    entries = [e for e in (auth.get("oauth") or {}).get("providers") or []
+               if isinstance(e, dict) and e.get("provider") == provider]
+    effective = [p for e in entries for p in e.get("effectiveProfiles") or [] if isinstance(p, dict)]
+    order = [str(p.get("profileId") or "") for p in effective]
+    if not order:
+        return []
+    if order[0] == ours:
+        return [Problem(f"{ours} is used first", "", fatal=False, check="openclaw auth order")]
+    others = " ".join(p for p in order if p != ours)
+    return [Problem(f"OpenClaw uses {order[0]} before {ours}",
+                    f"openclaw models auth order set --provider {provider} {ours} {others}".strip(),
+                    fatal=effective[0].get("type") in ("token", "oauth"), check="openclaw auth order")]
 
 
 # ------------------------------------------------------------------------------ JSON file
