@@ -62,6 +62,14 @@ def main(argv: list[str]) -> int:
                                    "providers": [{"provider": "kimi", "profiles": {"labels": labels}}],
                                    "oauth": {"profiles": profiles}}}))
         return 0
+    if argv[:3] == ["models", "list", "--all"]:
+        kimi = not os.environ.get("FAKE_OPENCLAW_NO_KIMI_PLUGIN")
+        models = [{"key": "kimi/kimi-for-coding"}] if kimi else []
+        print(json.dumps({"count": len(models), "models": models}))
+        return 0
+    if argv[:3] == ["gateway", "status", "--json"]:
+        print(json.dumps({"rpc": {"ok": os.environ.get("FAKE_OPENCLAW_GATEWAY_RUNNING") == "1"}}))
+        return 0
     if argv[:2] == ["gateway", "restart"]:
         if "restart" in failing:
             print("service management skipped: non-default state dir", file=sys.stderr)

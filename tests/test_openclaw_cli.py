@@ -1,0 +1,68 @@
+"""`renew`, `status` and `doctor` tell the truth about OpenClaw (the openclaw stand-in)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from kimi_tray.health import Health, Status
+from kimi_tray.openclaw import PLUGIN_FIX, legacy_profiles_path
+from tests.conftest import calls, kimi_file, read_json, run_cli, write_credentials
+
+
+def test_renew_exits_1_when_the_openclaw_sync_fails(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    path = legacy_profiles_path(home / ".openclaw", "main")
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    renew = run_cli(["renew"], dict(env, KIMI_TRAY_OPENCLAW="file"))
+    assert renew.returncode == 1
+    assert renew.stdout.startswith("Renewed: ")
+    assert "the Kimi token was saved, but OpenClaw was not updated: " in renew.stderr
+    assert "auth-profiles.json is not valid JSON" in renew.stderr, renew.stderr
+    assert path.read_text() == "{not json"
+    assert read_json(kimi_file(home))["refresh_token"] != "", "the Kimi side is saved"
+    status = run_cli(["status", "--json"], dict(env, KIMI_TRAY_OPENCLAW="file"))
+    assert json.loads(status.stdout)["openclaw"] == "error"
+
+
+def test_missing_kimi_plugin_renew_pastes_once_and_says_what_is_wrong(env, home, oauth_server):
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, time.time() + 100)
+    env = dict(env, FAKE_OPENCLAW_NO_KIMI_PLUGIN="1", FAKE_OPENCLAW_PASTE_DELAY="0.5")
+    renew = run_cli(["renew"], env)
+    assert renew.returncode == 1, renew.stdout + renew.stderr
+    assert ("the Kimi token was saved and OpenClaw holds it, but OpenClaw cannot use it: OpenClaw's "
+            "Kimi provider plugin is not installed") in renew.stderr
+    argv = [c["argv"] for c in calls(env)]
+    assert sum("paste-token" in a for a in argv) == 1, "a cold renew pastes once"
+    assert argv.count(["plugins", "list", "--json"]) == 1
+    status = json.loads(run_cli(["status", "--json"], env).stdout)
+    assert status["openclaw"] == "error" and "plugin" in status["summary"]
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert "fail  openclaw kimi plugin: OpenClaw's Kimi provider plugin is not installed" in doctor.stdout
+    assert f"-> fix: {PLUGIN_FIX}" in doctor.stdout
+    for text in (renew.stdout, renew.stderr, doctor.stdout):
+        assert tokens["access_token"] not in text
+
+
+def test_doctor_fails_on_a_running_gateway_that_did_not_take_the_token(env, home, oauth_server):
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    path = legacy_profiles_path(home / ".openclaw", "main")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"version": 1, "profiles": {}}\n')
+    env = dict(env, KIMI_TRAY_OPENCLAW="file", FAKE_OPENCLAW_FAIL="restart")
+    assert run_cli(["renew"], env).returncode == 0, "the file holds the token"
+    doctor = run_cli(["doctor"], dict(env, FAKE_OPENCLAW_GATEWAY_RUNNING="1"))
+    assert ("fail  openclaw gateway: running, but it did not take the current token after the last "
+            "renewal  -> fix: openclaw gateway restart") in doctor.stdout
+    doctor = run_cli(["doctor"], env)
+    assert "warn  openclaw gateway: not running" in doctor.stdout
+
+
+def test_the_tray_line_shows_why_openclaw_is_in_error() -> None:
+    status = Status(Health.FRESH, time.time(), expires_at=time.time() + 600, openclaw="error",
+                    openclaw_detail="OpenClaw's Kimi provider plugin is not installed.")
+    assert status.summary().endswith(
+        "OpenClaw sync failed (OpenClaw's Kimi provider plugin is not installed)")
