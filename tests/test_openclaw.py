@@ -199,7 +199,7 @@ def test_missing_kimi_plugin_is_an_error_with_its_fix_asked_once(settings, fake_
     assert [p.fix for p in target.problems] == [PLUGIN_FIX]
     paste = next(c for c in calls(fake_log) if "paste-token" in c["argv"])
     seconds = int(paste["argv"][paste["argv"].index("--expires-in") + 1].rstrip("s"))
-    assert seconds <= 900 - 50, "a paste without the plugin is slow: the first margin allows it"
+    assert seconds <= 900 - 120, "a paste without the plugin is slow: the first margin allows it"
     CliTarget(settings, memory).sync(Token(TOKEN.access, now + 900), now + 60)
     argv = [c["argv"] for c in calls(fake_log)]
     assert argv.count(["plugins", "list", "--json"]) == 1, "cached, not asked before every paste"

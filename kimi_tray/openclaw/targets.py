@@ -28,12 +28,14 @@ log = logging.getLogger(__name__)
 PROVIDER = "kimi"
 LEGACY_PROVIDER = "kimi-coding"
 # paste-token turns --expires-in into an absolute expiry with its own clock some time after we
-# call it (Node start-up and config checks: 3-5 s; 25 s when it tries to install a missing Kimi
-# plugin offline), so we promise OpenClaw less than the real lifetime by a margin learnt from the
-# last call and kept in the state file, so that even a cold `kimi-tray renew` pastes once.
+# call it (Node start-up and config checks: 3-5 s; 25-80 s when it tries to install a missing
+# Kimi plugin without network), so we promise OpenClaw less than the real lifetime by a margin
+# learnt from the last call and kept in the state file, so that even a cold `kimi-tray renew`
+# pastes once. A wide margin costs nothing: the next token arrives ~450 s before expiry.
 CLI_MIN_MARGIN = 5.0
 CLI_FIRST_GUESS = 10.0
-CLI_SLOW_GUESS = 30.0  # no call measured yet and the Kimi plugin is missing
+CLI_SLOW_GUESS = 120.0  # no call measured yet and the Kimi plugin is missing
+PASTE_TIMEOUT = 240.0
 GATEWAY_NOT_RELOADED = "could not refresh"  # in paste-token's warning when no gateway took it
 GATEWAY_NOT_RELOADED_DETAIL = "no running gateway picked it up"
 
@@ -171,7 +173,7 @@ class CliTarget:
             if agent:
                 args += ["--agent", agent]
             before = time.monotonic()
-            result = self.runner.run(args, stdin=token.access)
+            result = self.runner.run(args, stdin=token.access, timeout=PASTE_TIMEOUT)
             took = time.monotonic() - before
             if result.returncode != 0:
                 raise OpenClawError("openclaw models auth paste-token failed: " + last_line(result))
