@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only print the URL (for SSH sessions)")
     autostart = commands.add_parser("autostart", help="start the tray when you log in")
     autostart.add_argument("action", choices=["on", "off", "status"])
-    commands.add_parser("doctor", help="check the setup; each line ok/warn/fail with the fix")
+    doctor = commands.add_parser("doctor", help="check the setup; each line ok/warn/fail with the fix")
+    doctor.add_argument("--probe", action="store_true",
+                        help="also send Kimi one minimal request the way OpenClaw sends the token, "
+                             "and one the way the Kimi CLI does, and say which Kimi accepts")
     return parser
 
 
@@ -264,4 +267,9 @@ def run_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.doctor import run_checks
 
     setup_logging(None, to_stderr=args.verbose, verbose=args.verbose)
-    return run_checks(settings)
+    code = run_checks(settings)
+    if args.probe:
+        from kimi_tray.doctor import run_probe
+
+        code = max(code, run_probe(settings))
+    return code

@@ -267,3 +267,30 @@ def run_checks(settings: Settings) -> int:
                 line += f"  -> fix: {check.fix}"
             print(line)
     return 1 if failed else 0
+
+
+def run_probe(settings: Settings) -> int:
+    """`doctor --probe`: one minimal real request each way; 0 when OpenClaw's form is accepted."""
+    from kimi_tray.credentials import device_id
+    from kimi_tray.oauth import device_headers
+    from kimi_tray.probe import base_url
+    from kimi_tray.probe import run_probe as send_probe
+
+    source = choose_source(settings)
+    try:
+        base = base_url()
+        creds = source.load(fix_mode=False)
+    except KimiTrayError as exc:
+        print(f"fail  probe: {exc}")
+        return 1
+    if creds.expires_at <= _now():
+        print("fail  probe: the Kimi access token has expired  -> fix: kimi-tray renew")
+        return 1
+    print(f"probe {base}: one minimal request (1 output token) each way")
+    answers, meaning = send_probe(settings, creds.access_token,
+                                  device_headers(device_id(source.home)))
+    for answer in answers:
+        level = "ok" if answer.accepted else "fail"
+        print(f"{level:<5} probe {answer.line()} [{answer.form.describe}]")
+    print(f"      {meaning}")
+    return 0 if answers[0].accepted else 1
