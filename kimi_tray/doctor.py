@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kimi_tray.config import Settings, check_oauth_host
 from kimi_tray.credentials import choose_source
@@ -22,6 +22,7 @@ from kimi_tray.openclaw import (
     LegacyFileTarget,
     OffTarget,
     OpenClawTarget,
+    Problem,
     Token,
     choose_target,
 )
@@ -96,10 +97,14 @@ def check_openclaw(settings: Settings) -> list[Check]:
         checks.append(Check("warn", "openclaw sync", target.reason,
                             "install OpenClaw, or ignore if you only use the Kimi CLI"))
         return checks
+    learnt = replace(state.openclaw_memory)
     try:
         checks += _check_openclaw_target(settings, target, state, has_cli)
     finally:
-        store.save(state)  # what we learnt about OpenClaw (its version, its plugin)
+        if state.openclaw_memory != learnt:  # keep what we learnt about OpenClaw, nothing else
+            latest = store.load()
+            latest.openclaw_memory = state.openclaw_memory
+            store.save(latest)
     return checks
 
 
@@ -138,8 +143,12 @@ def _check_openclaw_target(settings: Settings, target: OpenClawTarget, state: Pe
     checks.append(Check("ok", "openclaw profile", f"in_sync: {view.detail.split('; ')[0]}"))
     problems = list(getattr(target, "problems", []))
     if isinstance(target, LegacyFileTarget) and has_cli:
-        report = Runner(settings).json(["models", "status", "--json"])
-        problems += auth_order_problems(report, "kimi-coding", target.profile_id)
+        try:
+            report = Runner(settings).json(["models", "status", "--json"])
+            problems += auth_order_problems(report, "kimi-coding", target.profile_id)
+        except KimiTrayError as exc:
+            problems.append(Problem(str(exc), "openclaw doctor", fatal=False,
+                                    check="openclaw auth order"))
     profile_problems = [p for p in problems if p.check == "openclaw profiles" and p.fix != PLUGIN_FIX]
     for problem in problems:
         if problem.fix == PLUGIN_FIX:

@@ -233,3 +233,36 @@ def test_mask_matching(mask: str, token: str, expected: bool) -> None:
     from kimi_tray.openclaw import mask_matches
 
     assert mask_matches(mask, token) is expected
+
+
+def test_a_broken_openclaw_cli_does_not_stop_the_json_file(settings, fake_log, monkeypatch) -> None:
+    """Once OpenClaw said it keeps credentials in the JSON file, a CLI that stops starting (a Node
+    upgrade, say) does not stop kimi-tray from keeping that file current."""
+    path = legacy_file(settings)
+    monkeypatch.setenv("FAKE_OPENCLAW_FAIL", "version")
+    with pytest.raises(OpenClawError, match="openclaw --version failed"):
+        choose_target(settings, OpenClawMemory()).sync(TOKEN, NOW)
+    memory = OpenClawMemory(version="OpenClaw 2026.6.1 (2e08f0f)", generation="file",
+                            store_path=str(path))
+    assert choose_target(settings, memory).sync(TOKEN, NOW).state == "in_sync"
+    assert json.loads(path.read_text())["profiles"]["kimi-coding:default"]["access"] == TOKEN.access
+
+
+def test_auth_order_from_openclaws_report() -> None:
+    from kimi_tray.openclaw.targets import auth_order_problems
+
+    def report(*profiles: tuple[str, str]) -> dict:
+        effective = [{"profileId": pid, "type": kind} for pid, kind in profiles]
+        return {"auth": {"oauth": {"providers": [{"provider": "kimi", "effectiveProfiles": effective}]}}}
+
+    ok = auth_order_problems(report(("kimi:oauth", "token")), "kimi", "kimi:oauth")
+    assert [(p.text, p.fix) for p in ok] == [("kimi:oauth is used first", "")]
+    users_key = auth_order_problems(report(("kimi:default", "api_key"), ("kimi:oauth", "token")),
+                                    "kimi", "kimi:oauth")
+    assert [(p.text, p.fix, p.fatal) for p in users_key] == [(
+        "OpenClaw uses kimi:default before kimi:oauth",
+        "openclaw models auth order set --provider kimi kimi:oauth kimi:default", False)]
+    other_token = auth_order_problems(report(("kimi:old", "token"), ("kimi:oauth", "token")),
+                                      "kimi", "kimi:oauth")
+    assert other_token[0].fatal, "another token first: OpenClaw would not use ours"
+    assert auth_order_problems({}, "kimi", "kimi:oauth") == []

@@ -8,11 +8,14 @@ on 2026.6.x, an `.sqlite` database on 2026.9.x), cached with `openclaw --version
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kimi_tray.errors import OpenClawError
 from kimi_tray.openclaw.runner import Runner
 from kimi_tray.state import OpenClawMemory
+
+log = logging.getLogger(__name__)
 
 KIMI_PROVIDERS = ("kimi", "kimi-coding", "kimi-code")  # OpenClaw's provider id and its aliases
 KIMI_PLUGIN_PACKAGE = "@openclaw/kimi-provider"
@@ -54,8 +57,16 @@ class Detector:
 
     def generation(self) -> str:
         """"cli" or "file", from the store OpenClaw reports; cached while the version holds."""
-        version = self.runner.version()
         memory = self.memory
+        try:
+            version = self.runner.version()
+        except OpenClawError as exc:
+            if not memory.generation:
+                raise
+            # A broken or missing CLI must not stop the JSON file from being kept current.
+            log.warning("%s Using what %s said before: %s.", exc, memory.version or "OpenClaw",
+                        memory.generation)
+            return memory.generation
         if memory.version == version and memory.generation:
             return memory.generation
         report = self.runner.json(["models", "status", "--json"])

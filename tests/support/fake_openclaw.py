@@ -30,6 +30,9 @@ def main(argv: list[str]) -> int:
         with open(log, "a") as handle:
             handle.write(json.dumps(record) + "\n")
     failing = os.environ.get("FAKE_OPENCLAW_FAIL", "")
+    if argv == ["--version"] and "version" in failing:
+        print("node: --experimental-sqlite is not allowed", file=sys.stderr)
+        return 9
     if argv == ["--version"]:
         print(os.environ.get("FAKE_OPENCLAW_VERSION", "OpenClaw 2026.9.6 (fake)"))
         return 0
