@@ -140,7 +140,8 @@ def _check_openclaw_target(settings: Settings, target: OpenClawTarget, state: Pe
         return checks
     if view.state == "error" and not view.token_fp:
         return checks + [Check("fail", "openclaw profile", view.detail, "kimi-tray renew")]
-    checks.append(Check("ok", "openclaw profile", f"in_sync: {view.detail.split('; ')[0]}"))
+    ours = getattr(target, "profile_id", "our profile")
+    checks.append(Check("ok", "openclaw profile", f"in_sync: {ours} holds the current token"))
     problems = list(getattr(target, "problems", []))
     if isinstance(target, LegacyFileTarget) and has_cli:
         try:
