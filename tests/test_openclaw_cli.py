@@ -83,3 +83,28 @@ def test_engine_does_not_paste_again_for_a_problem_pasting_cannot_fix(settings, 
         clock.advance(engine.step())
     assert engine.status.openclaw == "error" and "plugin" in engine.status.openclaw_detail
     assert sum("paste-token" in c["argv"] for c in calls(env)) == 1
+
+
+def test_renew_with_openclaws_lock_held_by_a_live_process_writes_nothing(env, home, oauth_server,
+                                                                         tmp_path) -> None:
+    import subprocess
+    import sys
+
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    path = legacy_profiles_path(home / ".openclaw", "main")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"version": 1, "profiles": {}}\n')
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = path.with_name("auth-profiles.json.lock")
+        lock.write_text(json.dumps({"pid": holder.pid, "createdAt": "2026-01-01T00:00:00.000Z"}))
+        config = tmp_path / "config.toml"
+        config.write_text('openclaw_mode = "file"\nlock_timeout = 1\n')
+        renew = run_cli(["renew"], dict(env, KIMI_TRAY_CONFIG=str(config)))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert renew.returncode == 1
+    assert (f"the Kimi token was saved, but OpenClaw was not updated: OpenClaw's lock {lock} is held "
+            f"by process {holder.pid}, which is still running") in renew.stderr
+    assert path.read_text() == '{"version": 1, "profiles": {}}\n' and lock.exists()

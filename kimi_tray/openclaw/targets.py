@@ -19,7 +19,7 @@ from kimi_tray.config import Settings
 from kimi_tray.errors import LocalFileError, OpenClawError
 from kimi_tray.fileio import atomic_write, dump_json_like, read_json_object
 from kimi_tray.openclaw.detect import KIMI_PROVIDERS, PLUGIN_FIX, Detector
-from kimi_tray.openclaw.lock import DEFAULT_WAIT, openclaw_lock
+from kimi_tray.openclaw.lock import openclaw_lock
 from kimi_tray.openclaw.runner import Runner, last_line
 from kimi_tray.state import OpenClawMemory, OpenClawView, fingerprint
 
@@ -284,14 +284,14 @@ class LegacyFileTarget:
     restart_after_sync = True
 
     def __init__(self, settings: Settings, memory: OpenClawMemory | None = None,
-                 lock_wait: float = DEFAULT_WAIT) -> None:
+                 lock_wait: float | None = None) -> None:
         self.runner = Runner(settings)
         self.memory = memory if memory is not None else OpenClawMemory()
         self.state_dir = settings.openclaw_state_dir
         self.profile_id = settings.openclaw_legacy_profile_id
         self.maintained = (settings.openclaw_legacy_profile_id, settings.openclaw_profile_id)
         self.agents = settings.openclaw_agents
-        self.lock_wait = lock_wait
+        self.lock_wait = settings.lock_timeout if lock_wait is None else lock_wait
         self.problems: list[Problem] = []
 
     def describe(self) -> str:
