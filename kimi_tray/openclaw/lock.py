@@ -72,6 +72,10 @@ def pid_definitely_dead(pid: int) -> bool:
     """OpenClaw's isPidDefinitelyDead: no such process, or a zombie."""
     if pid <= 0:
         return True
+    if os.name == "nt":
+        # os.kill(pid, 0) would terminate the process on Windows. Count it as alive: OpenClaw
+        # reclaims a dead holder's lock itself at its next update.
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
