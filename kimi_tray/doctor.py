@@ -26,8 +26,8 @@ from kimi_tray.openclaw import (
     Token,
     choose_target,
 )
+from kimi_tray.openclaw.cli_target import GATEWAY_NOT_RELOADED_DETAIL, auth_order_problems
 from kimi_tray.openclaw.runner import Runner
-from kimi_tray.openclaw.targets import GATEWAY_NOT_RELOADED_DETAIL, auth_order_problems
 from kimi_tray.state import OpenClawMemory, OpenClawView, PersistentState, StateStore
 
 

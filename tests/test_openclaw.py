@@ -249,7 +249,7 @@ def test_a_broken_openclaw_cli_does_not_stop_the_json_file(settings, fake_log, m
 
 
 def test_auth_order_from_openclaws_report() -> None:
-    from kimi_tray.openclaw.targets import auth_order_problems
+    from kimi_tray.openclaw.cli_target import auth_order_problems
 
     def report(*profiles: tuple[str, str]) -> dict:
         effective = [{"profileId": pid, "type": kind} for pid, kind in profiles]
