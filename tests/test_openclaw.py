@@ -266,3 +266,10 @@ def test_auth_order_from_openclaws_report() -> None:
                                       "kimi", "kimi:oauth")
     assert other_token[0].fatal, "another token first: OpenClaw would not use ours"
     assert auth_order_problems({}, "kimi", "kimi:oauth") == []
+
+
+def test_an_agent_file_with_only_a_kimi_oauth_profile_is_in_sync_without_a_second_one(settings):
+    path = legacy_file(settings, data={"version": 1, "profiles": {"kimi:oauth": {
+        "type": "token", "provider": "kimi", "token": "old", "expires": 1}}})
+    assert LegacyFileTarget(settings).sync(TOKEN, NOW).state == "in_sync"
+    assert list(json.loads(path.read_text())["profiles"]) == ["kimi:oauth"]

@@ -13,7 +13,7 @@ from kimi_tray.openclaw.base import LEGACY_PROVIDER, Problem, Token, holding_vie
 from kimi_tray.openclaw.detect import KIMI_PROVIDERS
 from kimi_tray.openclaw.lock import openclaw_lock
 from kimi_tray.openclaw.runner import Runner
-from kimi_tray.state import OpenClawMemory, OpenClawView
+from kimi_tray.state import OpenClawView
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,8 @@ class LegacyFileTarget:
     mode = "file"
     restart_after_sync = True
 
-    def __init__(self, settings: Settings, memory: OpenClawMemory | None = None,
-                 lock_wait: float | None = None) -> None:
+    def __init__(self, settings: Settings, lock_wait: float | None = None) -> None:
         self.runner = Runner(settings)
-        self.memory = memory if memory is not None else OpenClawMemory()
         self.state_dir = settings.openclaw_state_dir
         self.profile_id = settings.openclaw_legacy_profile_id
         self.maintained = (settings.openclaw_legacy_profile_id, settings.openclaw_profile_id)
@@ -102,8 +100,10 @@ class LegacyFileTarget:
                 data, _ = read_json_object(path)
             except LocalFileError as exc:
                 return OpenClawView("error", str(exc), self.mode, checked_at=now)
-            profile = (data.get("profiles") or {}).get(self.profile_id)
-            if not isinstance(profile, dict):
+            profiles = data.get("profiles") if isinstance(data.get("profiles"), dict) else {}
+            profile = next((profiles[pid] for pid in self.maintained
+                            if isinstance(profiles.get(pid), dict)), None)
+            if profile is None:
                 return OpenClawView("missing", f"{path} has no {self.profile_id} profile.", self.mode,
                                     checked_at=now)
             if _profile_token(profile) != token.access:
@@ -116,7 +116,7 @@ class LegacyFileTarget:
             return OpenClawView("missing", "No OpenClaw agent files found.", self.mode, checked_at=now)
         self.problems = self.find_problems(token)
         return holding_view(self.problems, token, self.mode, min(expiries, default=None), now,
-                     f"{len(paths)} agent file(s) hold the current token")
+                            f"{len(paths)} agent file(s) hold the current token")
 
     def find_problems(self, token: Token) -> list[Problem]:
         """Every Kimi profile of every provider id holds the current token, and ours hold no

@@ -24,7 +24,7 @@ class AutoTarget:
         self.settings = settings
         self.memory = memory
         self.cli = CliTarget(settings, memory)
-        self.file = LegacyFileTarget(settings, memory)
+        self.file = LegacyFileTarget(settings)
         self.detector = self.cli.detector
 
     @property
@@ -72,10 +72,10 @@ def choose_target(settings: Settings, memory: OpenClawMemory | None = None) -> O
     if mode == "cli":
         return CliTarget(settings, memory)
     if mode == "file":
-        return LegacyFileTarget(settings, memory)
+        return LegacyFileTarget(settings)
     state_dir = settings.openclaw_state_dir
     if shutil.which(settings.openclaw_command[0]) is not None:
         return AutoTarget(settings, memory)
     if legacy_profiles_path(state_dir, settings.openclaw_agents[0]).exists():
-        return LegacyFileTarget(settings, memory)
+        return LegacyFileTarget(settings)
     return OffTarget(f"no OpenClaw state in {state_dir} and no openclaw command on PATH")
