@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     autostart.add_argument("action", choices=["on", "off", "status"])
     autostart.add_argument("--daemon", action="store_true",
                            help="the headless daemon as a systemd user unit (Linux servers)")
-    commands.add_parser("doctor", help="check the setup; each line ok/warn/fail with the fix")
+    doctor = commands.add_parser("doctor", help="check the setup; each line ok/warn/fail with the fix")
+    doctor.add_argument("--probe", action="store_true",
+                        help="also send Kimi one minimal request the way OpenClaw sends the token, "
+                             "and one the way the Kimi CLI does, and say which Kimi accepts")
     uninstall = commands.add_parser("uninstall", help="remove kimi-tray (asks before removing data)")
     uninstall.add_argument("--yes", action="store_true",
                            help="remove state, log, config and our OpenClaw profile without asking")
@@ -320,7 +323,18 @@ def run_renew(settings: Settings, args: argparse.Namespace) -> int:
     if result.restart_message:
         line += f"; {result.restart_message}"
     print(line + ".")
-    return EXIT_OK
+    view = result.openclaw
+    if view.state in ("in_sync", "off"):
+        return EXIT_OK
+    from kimi_tray.state import fingerprint
+
+    if view.token_fp == fingerprint(result.credentials.access_token):
+        print("kimi-tray: the Kimi token was saved and OpenClaw holds it, but OpenClaw cannot use "
+              f"it: {view.detail} Run `kimi-tray doctor` for the fix.", file=sys.stderr)
+    else:
+        print(f"kimi-tray: the Kimi token was saved, but OpenClaw was not updated: {view.detail}",
+              file=sys.stderr)
+    return EXIT_FAIL
 
 
 # ----------------------------------------------------------------------------- daemon
@@ -414,4 +428,9 @@ def run_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.doctor import run_checks
 
     setup_logging(None, to_stderr=args.verbose, verbose=args.verbose)
-    return run_checks(settings)
+    code = run_checks(settings)
+    if args.probe:
+        from kimi_tray.doctor import run_probe
+
+        code = max(code, run_probe(settings))
+    return code

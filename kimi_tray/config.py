@@ -164,7 +164,9 @@ def validate(settings: Settings) -> None:
             f"openclaw_mode must be one of {', '.join(OPENCLAW_MODES)}, not {settings.openclaw_mode!r}."
         )
     check_oauth_host(settings.oauth_host)
-    check_https_url(settings.usage_base_url, "usage base URL")
+    # usage_base_url is checked where a request would carry the token (the usage client, the
+    # probe): KIMI_CODE_BASE_URL is the Kimi CLI's variable, and a value meant for it must not
+    # stop the renewals.
 
 
 def is_loopback_host(hostname: str) -> bool:
@@ -185,6 +187,9 @@ def check_oauth_host(host: str) -> None:
         raise ConfigError(
             f"The OAuth host {host} uses plain http; only https is allowed (http only for loopback)."
         )
+
+
+API_BASE_WHAT = "Kimi API base URL (usage_base_url, or KIMI_CODE_BASE_URL)"
 
 
 def check_https_url(url: str, what: str) -> None:

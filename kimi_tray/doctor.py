@@ -9,12 +9,26 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kimi_tray.config import Settings, check_oauth_host
 from kimi_tray.credentials import choose_source
 from kimi_tray.errors import KimiTrayError, LocalFileError
-from kimi_tray.openclaw import CliTarget, LegacyFileTarget, OffTarget, Token, choose_target
+from kimi_tray.openclaw import (
+    PLUGIN_FIX,
+    AutoTarget,
+    CliTarget,
+    Detector,
+    LegacyFileTarget,
+    OffTarget,
+    OpenClawTarget,
+    Problem,
+    Token,
+    choose_target,
+)
+from kimi_tray.openclaw.cli_target import GATEWAY_NOT_RELOADED_DETAIL, auth_order_problems
+from kimi_tray.openclaw.runner import Runner
+from kimi_tray.state import OpenClawMemory, OpenClawView, PersistentState, StateStore
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,11 @@ def check_oauth(settings: Settings) -> list[Check]:
 
 
 def check_openclaw(settings: Settings) -> list[Check]:
-    target = choose_target(settings)
+    """What OpenClaw can do with our token, asked from OpenClaw itself: its generation, its Kimi
+    plugin and models, every Kimi profile, the auth order and the gateway."""
+    store = StateStore(settings.state_dir)
+    state = store.load()
+    target = choose_target(settings, state.openclaw_memory)
     checks = []
     state_dir = settings.openclaw_state_dir
     if state_dir.is_dir():
@@ -68,7 +86,8 @@ def check_openclaw(settings: Settings) -> list[Check]:
         checks.append(Check("warn", "openclaw state", f"{state_dir} does not exist",
                             "install OpenClaw, or set OPENCLAW_STATE_DIR"))
     command = settings.openclaw_command[0]
-    if shutil.which(command):
+    has_cli = shutil.which(command) is not None
+    if has_cli:
         checks.append(Check("ok", "openclaw command", shutil.which(command) or command))
     else:
         level = "fail" if isinstance(target, CliTarget) else "warn"
@@ -78,35 +97,111 @@ def check_openclaw(settings: Settings) -> list[Check]:
         checks.append(Check("warn", "openclaw sync", target.reason,
                             "install OpenClaw, or ignore if you only use the Kimi CLI"))
         return checks
-    checks.append(Check("ok", "openclaw sync", target.describe()))
-    source = choose_source(settings)
+    learnt = replace(state.openclaw_memory)
     try:
-        creds = source.load(fix_mode=False)
-        view = target.inspect(Token(creds.access_token, creds.refresh_token, creds.expires_at),
-                              _now())
-    except KimiTrayError as exc:
-        checks.append(Check("warn", "openclaw profile", str(exc), "run `kimi-tray renew`"))
-        return checks
-    level = "ok" if view.state == "in_sync" else "warn"
-    checks.append(Check(level, "openclaw profile", f"{view.state}: {view.detail}",
-                        "" if level == "ok" else "run `kimi-tray renew`"))
-    if isinstance(target, CliTarget):
-        checks += check_auth_order(target)
-    if isinstance(target, LegacyFileTarget):
-        checks.append(Check("ok", "openclaw generation",
-                            "legacy auth-profiles.json; the gateway restarts after each renewal"))
+        checks += _check_openclaw_target(settings, target, state, has_cli)
+    finally:
+        if state.openclaw_memory != learnt:  # keep what we learnt about OpenClaw, nothing else
+            latest = store.load()
+            latest.openclaw_memory = state.openclaw_memory
+            store.save(latest)
     return checks
 
 
-def check_auth_order(target: CliTarget) -> list[Check]:
-    """A user's own Kimi profile (an API key, say) that OpenClaw prefers would hide ours."""
-    order = target.effective_order()
-    ours = target.profile_id
-    if not order or order[0] == ours:
-        return [Check("ok", "openclaw auth order", f"{ours} is used first")] if order else []
-    others = " ".join(p for p in order if p != ours)
-    return [Check("warn", "openclaw auth order", f"OpenClaw uses {order[0]} before {ours}",
-                  f"openclaw models auth order set --provider kimi {ours} {others}".strip())]
+def _check_openclaw_target(settings: Settings, target: OpenClawTarget, state: PersistentState,
+                           has_cli: bool) -> list[Check]:
+    checks = []
+    now = _now()
+    if isinstance(target, AutoTarget):
+        try:
+            target.resolve()
+        except KimiTrayError as exc:
+            return checks + [Check("fail", "openclaw generation", str(exc),
+                                   "run `openclaw doctor` and fix what it reports")]
+        memory = state.openclaw_memory
+        how = ("credentials in SQLite, written with `openclaw models auth paste-token`"
+               if memory.generation == "cli" else
+               "credentials in auth-profiles.json, written under OpenClaw's lock; the gateway "
+               "restarts after each renewal")
+        checks.append(Check("ok", "openclaw generation", f"{memory.version}: {how}"))
+        target = target.current
+    checks.append(Check("ok", "openclaw sync", target.describe()))
+    if has_cli:
+        checks += _check_kimi_plugin(settings, state.openclaw_memory, now)
+    source = choose_source(settings)
+    try:
+        creds = source.load(fix_mode=False)
+        view = target.inspect(Token(creds.access_token, creds.expires_at), now)
+    except KimiTrayError as exc:
+        return checks + [Check("fail", "openclaw profile", str(exc), "run `kimi-tray renew`")]
+    if view.state in ("missing", "stale"):
+        checks.append(Check("fail", "openclaw profile", f"{view.state}: {view.detail}",
+                            "kimi-tray renew"))
+        return checks
+    if view.state == "error" and not view.token_fp:
+        return checks + [Check("fail", "openclaw profile", view.detail, "kimi-tray renew")]
+    ours = getattr(target, "profile_id", "our profile")
+    checks.append(Check("ok", "openclaw profile", f"in_sync: {ours} holds the current token"))
+    problems = list(getattr(target, "problems", []))
+    if isinstance(target, LegacyFileTarget) and has_cli:
+        try:
+            report = Runner(settings).json(["models", "status", "--json"])
+            problems += auth_order_problems(report, "kimi-coding", target.profile_id)
+        except KimiTrayError as exc:
+            problems.append(Problem(str(exc), "openclaw doctor", fatal=False,
+                                    check="openclaw auth order"))
+    profile_problems = [p for p in problems if p.check == "openclaw profiles" and p.fix != PLUGIN_FIX]
+    for problem in problems:
+        if problem.fix == PLUGIN_FIX:
+            continue  # reported by the plugin check
+        level = "ok" if not problem.fix else "fail" if problem.fatal else "warn"
+        checks.append(Check(level, problem.check, problem.text, problem.fix))
+    if not profile_problems:
+        checks.append(Check("ok", "openclaw profiles", "every Kimi profile holds the current token"))
+    if has_cli:
+        checks += _check_gateway(settings, state.openclaw)
+    return checks
+
+
+def _check_kimi_plugin(settings: Settings, memory: OpenClawMemory, now: float) -> list[Check]:
+    """Without the Kimi provider plugin OpenClaw stores the token but lists no Kimi model."""
+    runner = Runner(settings)
+    try:
+        present = Detector(runner, memory).kimi_plugin(now, fresh=True)
+    except KimiTrayError as exc:
+        return [Check("fail", "openclaw kimi plugin", str(exc), "run `openclaw doctor`")]
+    if not present:
+        return [Check("fail", "openclaw kimi plugin",
+                      "OpenClaw's Kimi provider plugin is not installed, so OpenClaw cannot use Kimi "
+                      "(and each openclaw call spends seconds trying to install it)", PLUGIN_FIX)]
+    checks = [Check("ok", "openclaw kimi plugin", "installed and enabled")]
+    try:
+        listed = runner.json(["models", "list", "--all", "--provider", "kimi", "--json"])
+    except KimiTrayError as exc:
+        return checks + [Check("fail", "openclaw kimi models", str(exc), PLUGIN_FIX)]
+    keys = [m.get("key") for m in listed.get("models") or [] if isinstance(m, dict)]
+    if not keys:
+        return checks + [Check("fail", "openclaw kimi models", "OpenClaw lists no Kimi model",
+                               "openclaw plugins enable kimi")]
+    return checks + [Check("ok", "openclaw kimi models", ", ".join(str(k) for k in keys[:3]))]
+
+
+def _check_gateway(settings: Settings, view: OpenClawView) -> list[Check]:
+    """A running gateway must hold the current token; one that is down reads it when it starts."""
+    try:
+        report = Runner(settings).json(["gateway", "status", "--json"])
+    except KimiTrayError as exc:
+        return [Check("warn", "openclaw gateway", str(exc), "openclaw gateway status")]
+    rpc = report.get("rpc") if isinstance(report.get("rpc"), dict) else {}
+    if not rpc.get("ok"):
+        return [Check("warn", "openclaw gateway",
+                      "not running; it reads the current token when it starts",
+                      "openclaw gateway start")]
+    if "gateway restart failed" in view.detail or GATEWAY_NOT_RELOADED_DETAIL in view.detail:
+        return [Check("fail", "openclaw gateway",
+                      "running, but it did not take the current token after the last renewal",
+                      "openclaw gateway restart")]
+    return [Check("ok", "openclaw gateway", "running with the current token")]
 
 
 def check_log_dir(settings: Settings) -> list[Check]:
@@ -283,3 +378,30 @@ def run_checks(settings: Settings) -> int:
                 line += f"  -> fix: {check.fix}"
             print(line)
     return 1 if failed else 0
+
+
+def run_probe(settings: Settings) -> int:
+    """`doctor --probe`: one minimal real request each way; 0 when OpenClaw's form is accepted."""
+    from kimi_tray.credentials import device_id
+    from kimi_tray.oauth import device_headers
+    from kimi_tray.probe import base_url
+    from kimi_tray.probe import run_probe as send_probe
+
+    source = choose_source(settings)
+    try:
+        base = base_url(settings)
+        creds = source.load(fix_mode=False)
+    except KimiTrayError as exc:
+        print(f"fail  probe: {exc}")
+        return 1
+    if creds.expires_at <= _now():
+        print("fail  probe: the Kimi access token has expired  -> fix: kimi-tray renew")
+        return 1
+    print(f"probe {base}: one minimal request (1 output token) each way")
+    answers, meaning = send_probe(settings, creds.access_token,
+                                  device_headers(device_id(source.home)))
+    for answer in answers:
+        level = "ok" if answer.accepted else "fail"
+        print(f"{level:<5} probe {answer.line()} [{answer.form.describe}]")
+    print(f"      {meaning}")
+    return 0 if answers[0].accepted else 1

@@ -75,9 +75,9 @@ class Renewer:
         self._fixed_source = source is not None
         self.source = source or choose_source(settings)
         self._oauth = oauth
-        self.target = target or choose_target(settings)
         self.store = StateStore(settings.state_dir)
         self.state: PersistentState = self.store.load()
+        self.target = target or choose_target(settings, self.state.openclaw_memory)
         self.rng = rng
         self._listeners: list[Listener] = []
         self._wake = threading.Event()
@@ -173,7 +173,7 @@ class Renewer:
     def sync_openclaw(self, creds: Credentials) -> tuple[OpenClawView, str]:
         """Hand the access token to OpenClaw; never raises, the outcome is in the view."""
         now = self.clock.now()
-        token = Token(creds.access_token, creds.refresh_token, creds.expires_at)
+        token = Token(creds.access_token, creds.expires_at)
         restart_message = ""
         try:
             view = self.target.sync(token, now)
@@ -190,10 +190,12 @@ class Renewer:
         return view, restart_message
 
     def openclaw_needs_sync(self, creds: Credentials) -> bool:
+        """Until OpenClaw holds this token. A problem we cannot fix by writing it again (a
+        missing Kimi plugin, say) is reported, not retried."""
         view = self.state.openclaw
         if self.target.mode == "off":
             return view.state != "off"
-        return view.token_fp != fingerprint(creds.access_token) or view.state != "in_sync"
+        return view.token_fp != fingerprint(creds.access_token)
 
     # ----------------------------------------------------------------- renew command
     def renew(self, force: bool = True, give_up_after: float | None = None) -> RenewResult:

@@ -94,6 +94,8 @@ class Status:
         if self.last_renewal:
             parts.append("renewed " + dt.datetime.fromtimestamp(self.last_renewal).strftime("%H:%M"))
         parts.append(OPENCLAW_WORDS.get(self.openclaw, f"OpenClaw {self.openclaw}"))
+        if self.openclaw == "error" and self.openclaw_detail:
+            parts[-1] += f" ({self.openclaw_detail.rstrip('.')})"
         return ", ".join(parts)
 
 

@@ -52,11 +52,14 @@ class SlowDown(Exception):
 
 
 def device_headers(device_id: str) -> dict[str, str]:
-    """The headers the Kimi CLIs send, so the server treats us like them."""
+    """The device headers the Kimi CLIs send (the same device id, so the server sees the same
+    device), but under our own name: `User-Agent: kimi-tray/<version>`. No `X-Msh-Version`:
+    next to `X-Msh-Platform: kimi_cli` it would claim a Kimi CLI release we are not, and any
+    number there would be made up."""
     system = platform.system() or "Unknown"
     return {
+        "User-Agent": f"kimi-tray/{__version__}",
         "X-Msh-Platform": "kimi_cli",
-        "X-Msh-Version": __version__,
         "X-Msh-Device-Name": socket.gethostname() or "unknown",
         "X-Msh-Device-Model": f"{system} {platform.release()} {platform.machine()}".strip(),
         "X-Msh-Os-Version": platform.version() or "unknown",

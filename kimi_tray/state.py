@@ -34,12 +34,26 @@ class OpenClawView:
 
 
 @dataclass
+class OpenClawMemory:
+    """What we learnt about the user's OpenClaw, so later runs need not ask it again (each
+    `openclaw` call costs seconds). Valid only for the OpenClaw `version` it was learnt from."""
+
+    version: str = ""
+    generation: str = ""  # "cli" (credentials in SQLite) or "file" (auth-profiles.json)
+    store_path: str = ""
+    kimi_plugin: bool | None = None  # the Kimi provider plugin is installed
+    plugin_checked_at: float | None = None
+    call_seconds: float | None = None  # how long `paste-token` took last time
+
+
+@dataclass
 class PersistentState:
     dead_refresh_fp: str = ""
     dead_reason: str = ""
     last_renewal: float | None = None
     openclaw: OpenClawView = field(default_factory=OpenClawView)
     last_forced_login_warning: float | None = None
+    openclaw_memory: OpenClawMemory = field(default_factory=OpenClawMemory)
 
 
 class StateStore:
@@ -58,6 +72,9 @@ class StateStore:
         known_view = {k: v for k, v in view.items() if k in OpenClawView.__dataclass_fields__}
         known = {k: v for k, v in data.items() if k in PersistentState.__dataclass_fields__}
         known["openclaw"] = OpenClawView(**known_view)
+        memory = data.get("openclaw_memory") if isinstance(data.get("openclaw_memory"), dict) else {}
+        known["openclaw_memory"] = OpenClawMemory(
+            **{k: v for k, v in memory.items() if k in OpenClawMemory.__dataclass_fields__})
         try:
             return PersistentState(**known)
         except TypeError:

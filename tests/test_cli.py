@@ -168,6 +168,7 @@ def test_daemon_logs_login_needed_once_with_the_command(env, home, oauth_server,
 
 def test_doctor_reports_each_check(env, home, oauth_server) -> None:
     write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 900)
+    assert run_cli(["renew"], env).returncode == 0  # so OpenClaw holds the current token
     kimi_file(home).chmod(0o644)
     result = run_cli(["doctor"], env)
     lines = result.stdout.splitlines()

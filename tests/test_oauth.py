@@ -21,7 +21,7 @@ def test_refresh_rotates_and_sends_the_kimi_cli_headers(oauth_server: FakeKimiOA
     headers = oauth_server.requests[-1]["headers"]
     assert headers["X-Msh-Platform"] == "kimi_cli"
     assert headers["X-Msh-Device-Id"] == "f" * 32
-    for name in ("X-Msh-Version", "X-Msh-Device-Name", "X-Msh-Device-Model", "X-Msh-Os-Version"):
+    for name in ("X-Msh-Device-Name", "X-Msh-Device-Model", "X-Msh-Os-Version"):
         assert headers[name]
     with pytest.raises(LoginNeeded):
         client(oauth_server).refresh(first["refresh_token"])  # the rotated token is dead

@@ -1,8 +1,9 @@
-"""OpenClaw sync backends: the legacy file kept byte-for-byte, the choice of generation, the CLI."""
+"""OpenClaw sync backends: the JSON file kept byte-for-byte, the generation OpenClaw reports, the CLI."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from kimi_tray.config import Settings
 from kimi_tray.errors import OpenClawError
 from kimi_tray.openclaw import (
+    PLUGIN_FIX,
+    AutoTarget,
     CliTarget,
     LegacyFileTarget,
     OffTarget,
@@ -17,10 +20,11 @@ from kimi_tray.openclaw import (
     choose_target,
     legacy_profiles_path,
 )
+from kimi_tray.state import OpenClawMemory, StateStore
 from tests.conftest import calls
 
 NOW = 1_800_000_000.0
-TOKEN = Token("access-new-0123456789abcdef", "refresh-new-0123456789abcdef", NOW + 900)
+TOKEN = Token("access-new-0123456789abcdef", NOW + 900)
 
 LEGACY = {
     "version": 1,
@@ -42,16 +46,25 @@ def legacy_file(settings: Settings, agent: str = "main", data: dict | None = Non
     return path
 
 
-def test_legacy_sync_changes_only_our_token_fields(settings: Settings) -> None:
+@pytest.fixture
+def fake_log(env, monkeypatch) -> dict[str, str]:
+    """The targets run the fake openclaw with our environment: let it record its calls."""
+    monkeypatch.setenv("FAKE_OPENCLAW_LOG", env["FAKE_OPENCLAW_LOG"])
+    return env
+
+
+def test_legacy_sync_changes_only_our_token_fields_and_drops_the_refresh_token(settings) -> None:
     path = legacy_file(settings)
     view = LegacyFileTarget(settings).sync(TOKEN, NOW)
     assert view.state == "in_sync"
     expected = json.loads(json.dumps(LEGACY))
-    expected["profiles"]["kimi-coding:default"].update(
-        access=TOKEN.access, refresh=TOKEN.refresh, expires=int(TOKEN.expires_at * 1000))
+    ours = expected["profiles"]["kimi-coding:default"]
+    ours.update(access=TOKEN.access, expires=int(TOKEN.expires_at * 1000))
+    del ours["refresh"]  # OpenClaw never tries to refresh a profile without one
     expected_bytes = (json.dumps(expected, indent=2, ensure_ascii=False) + "\n").encode()
     assert path.read_bytes() == expected_bytes, "every other byte is kept"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert not path.with_name("auth-profiles.json.lock").exists(), "OpenClaw's lock is released"
 
 
 @pytest.mark.parametrize("content", [b"{broken", b"[]", b'{"profiles": []}', b""])
@@ -72,46 +85,141 @@ def test_legacy_profile_created_when_missing_and_other_agents_found(settings: Se
     LegacyFileTarget(settings).sync(TOKEN, NOW)
     created = json.loads(main.read_text())["profiles"]["kimi-coding:default"]
     assert created == {"type": "oauth", "provider": "kimi-coding", "access": TOKEN.access,
-                       "refresh": TOKEN.refresh, "expires": int(TOKEN.expires_at * 1000)}
+                       "expires": int(TOKEN.expires_at * 1000)}
     assert json.loads(other.read_text())["profiles"]["kimi-coding:default"]["access"] == TOKEN.access
     assert unrelated.read_bytes() == before_unrelated
 
 
-def test_auto_mode_picks_the_generation(settings: Settings, tmp_path: Path) -> None:
+def test_a_kimi_oauth_token_profile_in_the_json_file_is_kept_current_too(settings) -> None:
+    """OpenClaw 2026.6.x's own paste-token writes `kimi:oauth` into the JSON file: never abandoned."""
+    data = json.loads(json.dumps(LEGACY))
+    data["profiles"]["kimi:oauth"] = {"type": "token", "provider": "kimi", "token": "old-access",
+                                      "expires": 5}
+    path = legacy_file(settings, data=data)
+    LegacyFileTarget(settings).sync(TOKEN, NOW)
+    profiles = json.loads(path.read_text())["profiles"]
+    assert profiles["kimi:oauth"] == {"type": "token", "provider": "kimi", "token": TOKEN.access,
+                                      "expires": int(TOKEN.expires_at * 1000)}
+    assert profiles["kimi-coding:default"]["access"] == TOKEN.access
+
+
+def test_models_json_copy_of_our_token_is_replaced_and_a_users_key_is_not(settings) -> None:
+    path = legacy_file(settings)
+    models = path.with_name("models.json")
+    models.write_text(json.dumps({"providers": {
+        "kimi-code": {"baseUrl": "https://api.kimi.com/coding/", "apiKey": "old-access", "models": []},
+        "kimi": {"apiKey": "sk-users-own-key"},
+        "openai": {"apiKey": "old-access"},
+    }}, indent=2) + "\n")
+    LegacyFileTarget(settings).sync(TOKEN, NOW)
+    providers = json.loads(models.read_text())["providers"]
+    assert providers["kimi-code"]["apiKey"] == TOKEN.access
+    assert providers["kimi-code"]["baseUrl"] == "https://api.kimi.com/coding/"
+    assert providers["kimi"]["apiKey"] == "sk-users-own-key"
+    assert providers["openai"]["apiKey"] == "old-access", "only Kimi providers"
+    assert oct(models.stat().st_mode & 0o777) == "0o600"
+
+
+def test_json_file_doctor_problems_name_each_stale_kimi_profile_and_its_fix(settings) -> None:
+    data = json.loads(json.dumps(LEGACY))
+    data["profiles"]["kimi-coding:work"] = {"type": "oauth", "provider": "kimi-coding",
+                                            "access": "stale", "expires": 1}
+    data["profiles"]["kimi:default"] = {"type": "api_key", "provider": "kimi", "key": "sk-own"}
+    path = legacy_file(settings, data=data)
+    target = LegacyFileTarget(settings)
+    view = target.sync(TOKEN, NOW)
+    assert view.state == "error" and "kimi-coding:work" in view.detail
+    assert view.token_fp, "our token was delivered: nothing to retry"
+    assert [(p.text.split(": ", 1)[1], p.fix) for p in target.problems] == [
+        ("Kimi profile kimi-coding:work (provider kimi-coding) holds an older token.",
+         f'delete the "kimi-coding:work" entry from {path}')]
+
+
+def test_auto_mode_asks_openclaw_not_the_files_lying_around(settings, tmp_path, fake_log,
+                                                            monkeypatch) -> None:
+    """OpenClaw 2026.6.1 makes state/openclaw.sqlite on any write (a gateway restart too) while
+    its credentials stay in auth-profiles.json: what counts is the store OpenClaw reports."""
     no_cli = settings.with_overrides(openclaw_command=(str(tmp_path / "no-such-openclaw"),))
     assert isinstance(choose_target(no_cli), OffTarget)
-    assert isinstance(choose_target(settings), CliTarget), "openclaw on PATH, no legacy file"
-    legacy_file(settings)
-    assert isinstance(choose_target(no_cli), LegacyFileTarget)
-    assert isinstance(choose_target(settings), LegacyFileTarget)
+    path = legacy_file(settings)
+    assert isinstance(choose_target(no_cli), LegacyFileTarget), "no CLI: the file we can see"
     sqlite = settings.openclaw_state_dir / "state" / "openclaw.sqlite"
     sqlite.parent.mkdir(parents=True)
     sqlite.write_bytes(b"SQLite format 3\x00")
-    assert isinstance(choose_target(no_cli), CliTarget), "the SQLite store wins"
+    monkeypatch.setenv("FAKE_OPENCLAW_VERSION", "OpenClaw 2026.6.1 (2e08f0f)")
+    monkeypatch.setenv("FAKE_OPENCLAW_STORE_PATH", str(path))
+    memory = OpenClawMemory()
+    for _ in range(2):
+        target = choose_target(settings, memory)
+        assert isinstance(target, AutoTarget)
+        view = target.sync(TOKEN, NOW)
+        assert view.state == "in_sync" and target.mode == "file" and target.restart_after_sync
+    argv = [c["argv"] for c in calls(fake_log)]
+    assert not any("paste-token" in a for a in argv), "no second (kimi:oauth) profile"
+    assert argv.count(["models", "status", "--json"]) == 1, "the answer is cached with the version"
+    assert memory.version == "OpenClaw 2026.6.1 (2e08f0f)" and memory.store_path == str(path)
+    monkeypatch.setenv("FAKE_OPENCLAW_VERSION", "OpenClaw 2026.9.6 (eb377ac)")
+    monkeypatch.delenv("FAKE_OPENCLAW_STORE_PATH")
+    target = choose_target(settings, memory)
+    now = time.time()
+    assert target.sync(Token(TOKEN.access, now + 900), now).state == "in_sync"
+    assert target.mode == "cli" and not target.restart_after_sync
     for mode, kind in (("off", OffTarget), ("file", LegacyFileTarget), ("cli", CliTarget)):
         assert isinstance(choose_target(settings.with_overrides(openclaw_mode=mode)), kind)
 
 
-def test_cli_target_uses_stdin_and_a_conservative_expiry(settings: Settings, env, monkeypatch) -> None:
-    monkeypatch.setenv("FAKE_OPENCLAW_LOG", env["FAKE_OPENCLAW_LOG"])
-    import time
-
+def test_cli_target_uses_stdin_and_a_conservative_expiry(settings: Settings, fake_log) -> None:
     now = time.time()
-    token = Token(TOKEN.access, TOKEN.refresh, now + 900)
+    token = Token(TOKEN.access, now + 900)
     view = CliTarget(settings).sync(token, now)
     assert view.state == "in_sync"
-    paste = next(c for c in calls(env) if "paste-token" in c["argv"])
-    assert TOKEN.access not in json.dumps(paste["argv"]) and TOKEN.refresh not in json.dumps(paste)
+    paste = next(c for c in calls(fake_log) if "paste-token" in c["argv"])
+    assert TOKEN.access not in json.dumps(paste["argv"])
     seconds = int(paste["argv"][paste["argv"].index("--expires-in") + 1].rstrip("s"))
     assert seconds <= 900 - 10
     assert paste["argv"][paste["argv"].index("--profile-id") + 1] == "kimi:oauth"
-    rotated = Token("another-access-token-zzzzzz", TOKEN.refresh, now + 900)
+    rotated = Token("another-access-token-zzzzzz", now + 900)
     assert CliTarget(settings).inspect(rotated, now).state == "stale"
 
 
-def test_cli_target_refuses_a_token_about_to_expire(settings: Settings) -> None:
+def test_cli_target_refuses_a_token_about_to_expire(settings: Settings, fake_log) -> None:
     with pytest.raises(OpenClawError, match="about to expire"):
-        CliTarget(settings).sync(Token("a" * 20, "r" * 20, NOW + 5), NOW)
+        CliTarget(settings).sync(Token("a" * 20, NOW + 5), NOW)
+
+
+def test_missing_kimi_plugin_is_an_error_with_its_fix_asked_once(settings, fake_log,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_OPENCLAW_NO_KIMI_PLUGIN", "1")
+    memory = OpenClawMemory()
+    now = time.time()
+    target = CliTarget(settings, memory)
+    view = target.sync(Token(TOKEN.access, now + 900), now)
+    assert view.state == "error" and "Kimi provider plugin is not installed" in view.detail
+    assert view.token_fp, "the token is in OpenClaw; only the plugin is missing"
+    assert [p.fix for p in target.problems] == [PLUGIN_FIX]
+    paste = next(c for c in calls(fake_log) if "paste-token" in c["argv"])
+    seconds = int(paste["argv"][paste["argv"].index("--expires-in") + 1].rstrip("s"))
+    assert seconds <= 900 - 120, "a paste without the plugin is slow: the first margin allows it"
+    CliTarget(settings, memory).sync(Token(TOKEN.access, now + 900), now + 60)
+    argv = [c["argv"] for c in calls(fake_log)]
+    assert argv.count(["plugins", "list", "--json"]) == 1, "cached, not asked before every paste"
+
+
+def test_learnt_paste_time_survives_in_the_state_file(settings, fake_log, monkeypatch) -> None:
+    """So a cold `kimi-tray renew` (a new process) pastes once, with the margin it needs."""
+    monkeypatch.setenv("FAKE_OPENCLAW_PASTE_DELAY", "0.6")
+    store = StateStore(settings.state_dir)
+    state = store.load()
+    now = time.time()
+    CliTarget(settings, state.openclaw_memory).sync(Token(TOKEN.access, now + 900), now)
+    store.save(state)
+    learnt = store.load().openclaw_memory.call_seconds
+    assert learnt is not None and 0.6 <= learnt < 5
+    CliTarget(settings, store.load().openclaw_memory).sync(Token(TOKEN.access, now + 900), now)
+    pastes = [c["argv"] for c in calls(fake_log) if "paste-token" in c["argv"]]
+    assert len(pastes) == 2, "one paste per sync"
+    first, second = (int(a[a.index("--expires-in") + 1].rstrip("s")) for a in pastes)
+    assert first <= 900 - 20 < 900 - 10 <= second, "the second run starts from the learnt time"
 
 
 @pytest.mark.parametrize(
@@ -125,3 +233,43 @@ def test_mask_matching(mask: str, token: str, expected: bool) -> None:
     from kimi_tray.openclaw import mask_matches
 
     assert mask_matches(mask, token) is expected
+
+
+def test_a_broken_openclaw_cli_does_not_stop_the_json_file(settings, fake_log, monkeypatch) -> None:
+    """Once OpenClaw said it keeps credentials in the JSON file, a CLI that stops starting (a Node
+    upgrade, say) does not stop kimi-tray from keeping that file current."""
+    path = legacy_file(settings)
+    monkeypatch.setenv("FAKE_OPENCLAW_FAIL", "version")
+    with pytest.raises(OpenClawError, match="openclaw --version failed"):
+        choose_target(settings, OpenClawMemory()).sync(TOKEN, NOW)
+    memory = OpenClawMemory(version="OpenClaw 2026.6.1 (2e08f0f)", generation="file",
+                            store_path=str(path))
+    assert choose_target(settings, memory).sync(TOKEN, NOW).state == "in_sync"
+    assert json.loads(path.read_text())["profiles"]["kimi-coding:default"]["access"] == TOKEN.access
+
+
+def test_auth_order_from_openclaws_report() -> None:
+    from kimi_tray.openclaw.cli_target import auth_order_problems
+
+    def report(*profiles: tuple[str, str]) -> dict:
+        effective = [{"profileId": pid, "type": kind} for pid, kind in profiles]
+        return {"auth": {"oauth": {"providers": [{"provider": "kimi", "effectiveProfiles": effective}]}}}
+
+    ok = auth_order_problems(report(("kimi:oauth", "token")), "kimi", "kimi:oauth")
+    assert [(p.text, p.fix) for p in ok] == [("kimi:oauth is used first", "")]
+    users_key = auth_order_problems(report(("kimi:default", "api_key"), ("kimi:oauth", "token")),
+                                    "kimi", "kimi:oauth")
+    assert [(p.text, p.fix, p.fatal) for p in users_key] == [(
+        "OpenClaw uses kimi:default before kimi:oauth",
+        "openclaw models auth order set --provider kimi kimi:oauth kimi:default", False)]
+    other_token = auth_order_problems(report(("kimi:old", "token"), ("kimi:oauth", "token")),
+                                      "kimi", "kimi:oauth")
+    assert other_token[0].fatal, "another token first: OpenClaw would not use ours"
+    assert auth_order_problems({}, "kimi", "kimi:oauth") == []
+
+
+def test_an_agent_file_with_only_a_kimi_oauth_profile_is_in_sync_without_a_second_one(settings):
+    path = legacy_file(settings, data={"version": 1, "profiles": {"kimi:oauth": {
+        "type": "token", "provider": "kimi", "token": "old", "expires": 1}}})
+    assert LegacyFileTarget(settings).sync(TOKEN, NOW).state == "in_sync"
+    assert list(json.loads(path.read_text())["profiles"]) == ["kimi:oauth"]

@@ -148,8 +148,10 @@ def test_client_faults_are_typed(usage_server, fault, kind, words) -> None:
 def test_usage_url_is_https_or_loopback(env) -> None:
     with pytest.raises(ConfigError, match="only https"):
         UsageClient("http://api.example.com/coding/v1")
-    with pytest.raises(ConfigError, match="usage base URL"):
-        load_settings({**env, "KIMI_CODE_BASE_URL": "http://api.example.com/coding/v1"})
+    # A value meant for the Kimi CLI never stops the renewals: only the requests are refused.
+    plain = load_settings({**env, "KIMI_CODE_BASE_URL": "http://api.example.com/coding/v1"})
+    with pytest.raises(ConfigError, match="Kimi API base URL"):
+        UsageClient(plain.usage_base_url)
     assert load_settings(env).usage_base_url == env["KIMI_CODE_BASE_URL"]
     clean = {k: v for k, v in env.items() if k not in ("KIMI_CODE_BASE_URL", "KIMI_TRAY_CONFIG")}
     assert load_settings(clean).usage_base_url == "https://api.kimi.com/coding/v1"
@@ -493,3 +495,17 @@ def test_usage_command_failures(env, home, oauth_server, usage_server) -> None:
     assert expired.returncode == 1 and "renew" in expired.stderr and usage_server.count == before
     os.remove(kimi_file(home))
     assert run_cli(["usage"], env).returncode == 3
+
+
+def test_a_plain_http_api_base_refuses_usage_but_never_stops_renewal(env, home, oauth_server,
+                                                                      usage_server) -> None:
+    """KIMI_CODE_BASE_URL belongs to the Kimi CLI too: a plain-http value there is refused for the
+    requests that would carry the token, and renewal goes on."""
+    plain = dict(env, KIMI_CODE_BASE_URL="http://api.example.com/coding/v1")
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    renewed = run_cli(["renew"], plain)
+    assert renewed.returncode == 0, renewed.stderr
+    assert oauth_server.successful_refreshes == 1
+    refused = run_cli(["usage"], plain)
+    assert refused.returncode == 1 and usage_server.count == 0
+    assert "uses plain http; only https is allowed" in refused.stdout + refused.stderr

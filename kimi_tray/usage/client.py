@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from kimi_tray.config import check_https_url
+from kimi_tray.config import API_BASE_WHAT, check_https_url
 from kimi_tray.errors import KimiTrayError, TransientError
 from kimi_tray.oauth import _retry_after
 from kimi_tray.usage.model import Usage, UsageFormatError, parse_usages
@@ -19,7 +19,7 @@ class UsageUnauthorized(KimiTrayError):
 class UsageClient:
     def __init__(self, base_url: str, headers: dict[str, str] | None = None, timeout: float = 15.0,
                  transport: httpx.BaseTransport | None = None) -> None:
-        check_https_url(base_url, "usage base URL")
+        check_https_url(base_url, API_BASE_WHAT)
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(headers=headers or {}, timeout=timeout, transport=transport,
                                     follow_redirects=False, trust_env=False)

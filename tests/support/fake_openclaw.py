@@ -1,7 +1,9 @@
 """A recording stand-in for the `openclaw` CLI: counts calls and restarts, keeps a tiny store.
 
-It mimics the parts of OpenClaw 2026.9.x that kimi-tray uses (paste-token, models status --json,
-gateway restart). It records a fingerprint of what came on stdin, never the token itself.
+It mimics the parts of OpenClaw 2026.9.x that kimi-tray uses (--version, plugins list --json,
+paste-token, models status --json, gateway restart). FAKE_OPENCLAW_NO_KIMI_PLUGIN=1 plays an
+OpenClaw without its Kimi provider plugin; FAKE_OPENCLAW_PASTE_DELAY makes paste-token slow.
+It records a fingerprint of what came on stdin, never the token itself.
 """
 
 from __future__ import annotations
@@ -28,10 +30,24 @@ def main(argv: list[str]) -> int:
         with open(log, "a") as handle:
             handle.write(json.dumps(record) + "\n")
     failing = os.environ.get("FAKE_OPENCLAW_FAIL", "")
+    if argv == ["--version"] and "version" in failing:
+        print("node: --experimental-sqlite is not allowed", file=sys.stderr)
+        return 9
+    if argv == ["--version"]:
+        print(os.environ.get("FAKE_OPENCLAW_VERSION", "OpenClaw 2026.9.6 (fake)"))
+        return 0
+    if argv[:3] == ["plugins", "list", "--json"]:
+        kimi = not os.environ.get("FAKE_OPENCLAW_NO_KIMI_PLUGIN")
+        plugins = [{"id": "openai", "enabled": True, "providerIds": ["openai"]}]
+        if kimi:
+            plugins.append({"id": "kimi", "enabled": True, "providerIds": ["kimi", "kimi-coding"]})
+        print(json.dumps({"plugins": plugins}))
+        return 0
     if argv[:3] == ["models", "auth", "paste-token"]:
         if "paste-token" in failing:
             print("Error: gateway exploded", file=sys.stderr)
             return 1
+        time.sleep(float(os.environ.get("FAKE_OPENCLAW_PASTE_DELAY", "0")))
         profile = argv[argv.index("--profile-id") + 1]
         seconds = int(argv[argv.index("--expires-in") + 1].rstrip("s"))
         store[profile] = {"label": f"{stdin[:8]}...{stdin[-7:]}",
@@ -44,7 +60,9 @@ def main(argv: list[str]) -> int:
         profiles = [{"profileId": pid, "provider": "kimi", "type": "token", "status": "ok",
                      "expiresAt": p["expiresAt"]} for pid, p in store.items()]
         labels = [f"{pid}=token:{p['label']}" for pid, p in store.items()]
-        print(json.dumps({"auth": {"providers": [{"provider": "kimi", "profiles": {"labels": labels}}],
+        reported = os.environ.get("FAKE_OPENCLAW_STORE_PATH") or str(state / "state" / "openclaw.sqlite")
+        print(json.dumps({"auth": {"storePath": reported,
+                                   "providers": [{"provider": "kimi", "profiles": {"labels": labels}}],
                                    "oauth": {"profiles": profiles}}}))
         return 0
     if argv[:3] == ["models", "auth", "logout"]:
@@ -53,6 +71,14 @@ def main(argv: list[str]) -> int:
             return 1
         store_path.write_text(json.dumps(store))
         print(f"Removed auth profile {argv[3]}")
+        return 0
+    if argv[:3] == ["models", "list", "--all"]:
+        kimi = not os.environ.get("FAKE_OPENCLAW_NO_KIMI_PLUGIN")
+        models = [{"key": "kimi/kimi-for-coding"}] if kimi else []
+        print(json.dumps({"count": len(models), "models": models}))
+        return 0
+    if argv[:3] == ["gateway", "status", "--json"]:
+        print(json.dumps({"rpc": {"ok": os.environ.get("FAKE_OPENCLAW_GATEWAY_RUNNING") == "1"}}))
         return 0
     if argv[:2] == ["gateway", "restart"]:
         if "restart" in failing:
