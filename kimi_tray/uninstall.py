@@ -3,7 +3,8 @@
 Removed without asking: the autostart entry, the daemon unit, our crontab @reboot line, a
 running tray or daemon, the install.sh venv and its symlink. Asked (or chosen by flags): our
 state, log and config, and our OpenClaw profile. Never touched: the Kimi credential files and
-device id (the Kimi CLIs own them).
+device id (the Kimi CLIs own them), and anything else in a folder the user pointed us at
+(log_dir = "~/logs" loses only our log files, not the folder).
 """
 
 from __future__ import annotations
@@ -99,6 +100,28 @@ def _remove_tree(path: Path, say: Callable[[str], None]) -> None:
         say(f"Removed {path}")
 
 
+# What kimi-tray writes into its state and log folders (see state.py, usage/store.py,
+# single_instance.py, logs.py): all that leaves a folder that is not wholly ours.
+OWN_FILE_PATTERNS = ("state.json", "usage.json", "instance.lock", "kimi-tray.log", "kimi-tray.log.*")
+
+
+def _default_dirs() -> set[Path]:
+    """The folders named after us by platformdirs: wholly ours, removed with all they hold."""
+    return {Path(platformdirs.user_state_dir(APP_NAME)), Path(platformdirs.user_log_dir(APP_NAME)),
+            Path(platformdirs.user_config_dir(APP_NAME))}
+
+
+def _remove_data_dir(path: Path, say: Callable[[str], None]) -> None:
+    if path in _default_dirs():
+        _remove_tree(path, say)
+        return
+    for pattern in OWN_FILE_PATTERNS:
+        for ours in path.glob(pattern):
+            if ours.is_file() or ours.is_symlink():
+                ours.unlink()
+                say(f"Removed {ours}")
+
+
 def _decide(choice: bool | None, ask: Ask, question: str) -> bool:
     return ask(question) if choice is None else choice
 
@@ -120,7 +143,7 @@ def uninstall(settings: Settings, remove_data: bool | None = None, remove_profil
     listed = ", ".join(map(str, data))
     if data and _decide(remove_data, ask, f"Remove kimi-tray's state, log and config ({listed})?"):
         for path in data:
-            _remove_tree(path, say)
+            _remove_data_dir(path, say)
     elif data:
         say(f"Kept {listed}.")
 

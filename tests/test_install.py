@@ -133,3 +133,27 @@ def test_upgrade_restarts_a_running_tray_on_the_new_code(server_env: dict[str, s
     removed = install(env, "--uninstall", "--yes", "--keep-openclaw-profile")
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not entry.exists() and running_instance(state_dir(home)) is None
+
+
+def test_uninstall_removes_only_our_files_from_directories_the_user_chose(
+        env: dict[str, str], home: Path) -> None:
+    """A config pointing log_dir and state_dir at shared folders: uninstall --yes removes our
+    log, state and lock files there and leaves the folders and everything else in them."""
+    from tests.conftest import run_cli
+
+    logs, state = home / "logs", home / "var"
+    logs.mkdir()
+    state.mkdir()
+    (logs / "other-app.log").write_text("not ours")
+    (state / "notes.txt").write_text("not ours")
+    (home / ".config" / "kimi-tray").mkdir(parents=True)
+    (home / ".config" / "kimi-tray" / "config.toml").write_text(
+        f'log_dir = "{logs}"\nstate_dir = "{state}"\n')
+    for ours in (logs / "kimi-tray.log", logs / "kimi-tray.log.1", state / "state.json",
+                 state / "usage.json", state / "instance.lock"):
+        ours.write_text("{}")
+    result = run_cli(["uninstall", "--yes", "--keep-openclaw-profile"], env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in logs.iterdir()) == ["other-app.log"]
+    assert sorted(p.name for p in state.iterdir()) == ["notes.txt"]
+    assert not (home / ".config" / "kimi-tray").exists()
