@@ -43,7 +43,8 @@ EPILOG = """exit codes:
   130  cancelled with Ctrl-C
   141  the output pipe was closed (e.g. `kimi-tray status | head -1`)
 The tray and the daemon exit 0 when stopped by SIGTERM or Ctrl-C; a config error stops every
-command except the tray (it starts on the defaults and shows the error) with exit code 1.
+command with exit code 1 except the tray (it starts on the defaults and shows the error),
+doctor (it reports the error and checks the rest) and uninstall.
 """
 
 
@@ -96,10 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        if command != "tray":
+        if command not in RUN_WITH_BAD_CONFIG:
             print(f"kimi-tray: {exc}", file=sys.stderr)
             return EXIT_FAIL
-        fallback, args.config_error = _settings_without_config_file(exc)
+        fallback, args.config_error = _settings_without_config_file(exc, command)
         if fallback is None:
             return EXIT_FAIL
         settings = fallback
@@ -137,12 +138,19 @@ def _output_closed() -> int:
     return EXIT_PIPE
 
 
-def _settings_without_config_file(error: ConfigError) -> tuple[Settings | None, str]:
-    """The tray starts with the defaults when the config file is unusable, so the user sees the
-    problem (a notification, a menu line, the log) instead of an icon that never appears."""
+# With an unusable config file these go on with the defaults: the tray so the user sees the problem
+# (a notification, a menu line, the log) instead of an icon that never appears; doctor reports it
+# among its other checks; uninstall must work whatever the config says.
+RUN_WITH_BAD_CONFIG = {"tray": " Starting with the default settings.", "doctor": None,
+                       "uninstall": " Going on with the default settings."}
+
+
+def _settings_without_config_file(error: ConfigError, command: str) -> tuple[Settings | None, str]:
     import os
 
-    print(f"kimi-tray: {error} Starting with the default settings.", file=sys.stderr)
+    said = RUN_WITH_BAD_CONFIG[command]
+    if said is not None:
+        print(f"kimi-tray: {error}{said}", file=sys.stderr)
     try:
         return load_settings({**os.environ, "KIMI_TRAY_CONFIG": os.devnull}), str(error)
     except ConfigError as again:  # the environment itself is wrong: nothing to fall back on
@@ -414,4 +422,4 @@ def run_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.doctor import run_checks
 
     setup_logging(None, to_stderr=args.verbose, verbose=args.verbose)
-    return run_checks(settings)
+    return run_checks(settings, config_error=getattr(args, "config_error", ""))

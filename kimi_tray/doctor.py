@@ -249,9 +249,13 @@ def check_oauth_reachable(settings: Settings) -> list[Check]:
     return [Check("ok", "oauth reachable", settings.oauth_host)]
 
 
-def check_config(settings: Settings) -> list[Check]:
+def check_config(settings: Settings, config_error: str = "") -> list[Check]:
     from kimi_tray.config import config_path
 
+    if config_error:
+        return [Check("fail", "config", f"{config_error} The other checks use the defaults.",
+                      "correct the file; until then every command but the tray, doctor and uninstall "
+                      "stops at it")]
     if settings.config_file is not None:
         return [Check("ok", "config", f"loaded {settings.config_file}")]
     return [Check("ok", "config", f"defaults ({config_path()} does not exist)")]
@@ -269,11 +273,15 @@ def _now() -> float:
     return time.time()
 
 
-def run_checks(settings: Settings) -> int:
+def run_checks(settings: Settings, config_error: str = "") -> int:
+    """config_error: why the config file could not be used (settings are then the defaults)."""
     failed = False
     for check_group in CHECKS:
         try:
-            results = check_group(settings)
+            if check_group is check_config:
+                results = check_config(settings, config_error)
+            else:
+                results = check_group(settings)
         except KimiTrayError as exc:
             results = [Check("fail", check_group.__name__.removeprefix("check_"), str(exc))]
         for check in results:
