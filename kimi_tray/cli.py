@@ -389,6 +389,13 @@ def run_autostart(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "on":
         backend.enable()
         print(f"{what}: on ({backend.location()}).")
+        if args.daemon:
+            from kimi_tray.autostart.systemd import user_session_available
+
+            if not user_session_available():
+                print("No systemd user manager runs now: the unit starts when one does (at your next "
+                      "login; at boot with `loginctl enable-linger $USER`). Until then: "
+                      "`kimi-tray daemon`.")
     elif args.action == "off":
         backend.disable()
         print(f"{what}: off.")

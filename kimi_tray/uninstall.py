@@ -133,7 +133,7 @@ def uninstall(settings: Settings, remove_data: bool | None = None, remove_profil
 
     stop_running(settings, say)
     for backend in (get_backend(), get_daemon_backend()):
-        if backend is not None and backend.is_enabled():
+        if backend is not None and (backend.is_enabled() or Path(backend.location()).is_file()):
             backend.disable()
             say(f"Removed {backend.location()}")
     remove_cron_line(say)

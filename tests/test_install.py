@@ -157,3 +157,29 @@ def test_uninstall_removes_only_our_files_from_directories_the_user_chose(
     assert sorted(p.name for p in logs.iterdir()) == ["other-app.log"]
     assert sorted(p.name for p in state.iterdir()) == ["notes.txt"]
     assert not (home / ".config" / "kimi-tray").exists()
+
+
+def test_daemon_unit_counts_as_on_only_while_systemd_would_start_it(env: dict[str, str], home: Path) -> None:
+    """A unit file alone starts nothing: systemd starts a user unit at boot through the
+    default.target.wants link that `systemctl --user enable` makes. Here (no systemd user
+    manager) kimi-tray makes that link itself, and a unit without it is reported as off."""
+    from tests.conftest import run_cli
+
+    unit_dir = home / ".config" / "systemd" / "user"
+    on = run_cli(["autostart", "on", "--daemon"], env)
+    assert on.returncode == 0, on.stderr
+    link = unit_dir / "default.target.wants" / "kimi-tray.service"
+    assert link.is_symlink() and link.resolve() == (unit_dir / "kimi-tray.service").resolve()
+    assert "ok    daemon unit:" in run_cli(["doctor"], env).stdout
+    assert "starts: the daemon unit" in run_cli(["status"], env).stdout
+
+    link.unlink()  # what `systemctl --user disable kimi-tray` does
+    doctor = run_cli(["doctor"], env).stdout
+    assert "daemon unit:" not in doctor and "nothing starts kimi-tray" in doctor, doctor
+    assert "starts: nothing at login" in run_cli(["status"], env).stdout
+    assert run_cli(["autostart", "status", "--daemon"], env).stdout.startswith("Daemon at boot: off")
+
+    result = run_cli(["uninstall", "--yes", "--keep-openclaw-profile"], env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert not (unit_dir / "kimi-tray.service").exists()  # a disabled unit is still ours to remove
+    assert not (unit_dir / "default.target.wants").exists()
