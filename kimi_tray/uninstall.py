@@ -9,6 +9,7 @@ device id (the Kimi CLIs own them), and anything else in a folder the user point
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -161,6 +162,12 @@ def uninstall(settings: Settings, remove_data: bool | None = None, remove_profil
         link.unlink()
         say(f"Removed {link}")
     if (prefix / "venv").is_dir():
-        _remove_tree(prefix, say)
+        if prefix.name == APP_NAME:  # install.sh's own folder
+            _remove_tree(prefix, say)
+        else:  # a KIMI_TRAY_PREFIX that may hold other things: only what install.sh put there
+            for ours in (prefix / "venv", prefix / "pip.log"):
+                _remove_tree(ours, say)
+            with contextlib.suppress(OSError):
+                prefix.rmdir()
     say("kimi-tray is uninstalled. The Kimi login itself (~/.kimi, ~/.kimi-code) was left as it is.")
     return 0

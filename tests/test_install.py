@@ -183,3 +183,23 @@ def test_daemon_unit_counts_as_on_only_while_systemd_would_start_it(env: dict[st
     assert result.returncode == 0, result.stderr
     assert not (unit_dir / "kimi-tray.service").exists()  # a disabled unit is still ours to remove
     assert not (unit_dir / "default.target.wants").exists()
+
+
+def test_uninstall_leaves_what_else_is_in_a_chosen_prefix(env: dict[str, str], home: Path) -> None:
+    """KIMI_TRAY_PREFIX may name a folder that holds other things: both uninstall paths remove our
+    venv and pip log from it, not the folder."""
+    from tests.conftest import run_cli
+
+    for how in ("cli", "install.sh"):
+        prefix = home / "tools"
+        (prefix / "venv" / "bin").mkdir(parents=True)
+        (prefix / "pip.log").write_text("")
+        (prefix / "other-tool").write_text("not ours")
+        run_env = {**env, "KIMI_TRAY_PREFIX": str(prefix)}
+        if how == "cli":
+            result = run_cli(["uninstall", "--yes", "--keep-openclaw-profile"], run_env,
+                             stdin=subprocess.DEVNULL)
+        else:  # no working venv: install.sh removes what is left itself
+            result = install(run_env, "--uninstall", "--yes")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert sorted(p.name for p in prefix.iterdir()) == ["other-tool"], how
