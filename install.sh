@@ -31,7 +31,7 @@ case ${1:-} in
     rmdir "$prefix" 2>/dev/null || true
     exit 0 ;;
   "") ;;
-  *) echo "usage: ./install.sh [--no-start | --uninstall [--yes] [--keep-data]]" >&2; exit 2 ;;
+  *) echo "usage: ./install.sh [--no-start | --uninstall [--yes] [--keep-data] [--keep-openclaw-profile]]" >&2; exit 2 ;;
 esac
 
 sudo_cmd=""
