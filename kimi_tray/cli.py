@@ -249,9 +249,13 @@ def renewer_line(settings: Settings) -> str:
 
     holder = running_instance(settings.state_dir)
     now = holder.describe() if holder else "nothing is running (the token will run out)"
+    from kimi_tray.autostart.cron import LOCATION, reboot_command
+
     starts = [name for name, backend in (("the tray at login", get_backend()),
                                          ("the daemon unit", get_daemon_backend()))
               if backend is not None and _enabled(backend)]
+    if reboot_command() is not None:
+        starts.append(f"the daemon from the {LOCATION}")
     return f"{now}; starts: {', '.join(starts) if starts else 'nothing at login'}"
 
 

@@ -180,11 +180,27 @@ def check_autostart(_: Settings) -> list[Check]:
                                 f"run `{fix}` to rewrite it"))
         else:
             checks.append(Check("ok", name, f"{backend.location()} runs {' '.join(command.argv)}"))
+    checks += check_reboot_line()
     if not checks:
         checks.append(Check("warn", "start on login", "nothing starts kimi-tray when you log in",
                             "run `kimi-tray autostart on` (desktop) or "
                             "`kimi-tray autostart on --daemon` (server)"))
     return checks
+
+
+def check_reboot_line() -> list[Check]:
+    """install.sh's crontab @reboot line, where there is no systemd user session."""
+    from kimi_tray.autostart import check_command
+    from kimi_tray.autostart.cron import LOCATION, reboot_command
+
+    command = reboot_command()
+    if command is None:
+        return []
+    problem = check_command(command) if command.argv else "the line cannot be read"
+    if problem:
+        return [Check("fail", "daemon at boot", f"the {LOCATION}: {problem}",
+                      "run ./install.sh again, or `crontab -e` and fix or delete the line")]
+    return [Check("ok", "daemon at boot", f"the {LOCATION} runs {' '.join(command.argv)} daemon")]
 
 
 def check_renewer(settings: Settings) -> list[Check]:

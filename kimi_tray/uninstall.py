@@ -58,14 +58,10 @@ def stop_running(settings: Settings, say: Callable[[str], None]) -> None:
 
 
 def remove_cron_line(say: Callable[[str], None]) -> None:
-    if not shutil.which("crontab"):
-        return
-    try:
-        current = subprocess.run(["crontab", "-l"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    lines = current.stdout.splitlines()
-    kept = [line for line in lines if not ("@reboot" in line and "kimi-tray daemon" in line)]
+    from kimi_tray.autostart.cron import crontab_lines, is_ours
+
+    lines = crontab_lines()
+    kept = [line for line in lines if not is_ours(line)]
     if kept != lines:
         subprocess.run(["crontab", "-"], input="".join(f"{line}\n" for line in kept), text=True,
                        timeout=10, check=False)

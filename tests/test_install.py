@@ -203,3 +203,32 @@ def test_uninstall_leaves_what_else_is_in_a_chosen_prefix(env: dict[str, str], h
             result = install(run_env, "--uninstall", "--yes")
         assert result.returncode == 0, result.stdout + result.stderr
         assert sorted(p.name for p in prefix.iterdir()) == ["other-tool"], how
+
+
+def test_status_and_doctor_see_and_check_the_crontab_reboot_line(server_env: dict[str, str], home: Path,
+                                                                   tmp_path: Path) -> None:
+    """On a server without systemd, install.sh's crontab @reboot line is what starts the daemon:
+    status and doctor name it and run its command with --version; a broken one fails."""
+    from tests.conftest import run_cli
+
+    program = tmp_path / "venv" / "bin" / "kimi-tray"  # a stand-in for the installed script
+    program.parent.mkdir(parents=True)
+    program.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "kimi-tray 0.1.0"\n')
+    program.chmod(0o755)
+    crontab = tmp_path / "crontab.txt"
+    crontab.write_text(f"MAILTO=''\n@reboot {program} daemon >/dev/null 2>&1\n")
+    env = {**server_env, "PYTHONPATH": str(ROOT)}
+    status = run_cli(["status"], env).stdout
+    assert "starts: the daemon from the crontab @reboot line" in status, status
+    doctor = run_cli(["doctor"], env).stdout
+    assert f"ok    daemon at boot: the crontab @reboot line runs {program} daemon" in doctor, doctor
+    assert "nothing starts kimi-tray" not in doctor
+
+    program.unlink()  # the venv is gone, the line stays
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert f"fail  daemon at boot: the crontab @reboot line: {program} does not exist" in doctor.stdout
+
+    crontab.write_text(f"MAILTO=''\n# @reboot {program} daemon\n")  # commented out: starts nothing
+    assert "starts: nothing at login" in run_cli(["status"], env).stdout
+    assert "daemon at boot" not in run_cli(["doctor"], env).stdout
