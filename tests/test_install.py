@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.single_instance import running_instance
+from kimi_tray.single_instance import Holder, running_instance
 from tests.conftest import ROOT, wait_for, write_fake_openclaw
 
 CRONTAB = """#!/bin/sh
@@ -58,6 +58,9 @@ def state_dir(home: Path) -> Path:
     return home / ".local" / "state" / "kimi-tray"
 
 
+NO_HOLDER = Holder(0, None, "", "")
+
+
 def test_install_on_a_server_returns_upgrade_restarts_uninstall_leaves_nothing(
         server_env: dict[str, str], home: Path, tmp_path: Path, no_daemon_left: None) -> None:
     first = install(server_env)
@@ -68,7 +71,8 @@ def test_install_on_a_server_returns_upgrade_restarts_uninstall_leaves_nothing(
     venv_script = home / ".local" / "share" / "kimi-tray" / "venv" / "bin" / "kimi-tray"
     assert (tmp_path / "crontab.txt").read_text().splitlines() == [
         "MAILTO=''", f"@reboot {venv_script} daemon >/dev/null 2>&1"]
-    assert wait_for(lambda: running_instance(state_dir(home)) is not None, timeout=20)
+    # The lock is taken a moment before the record naming its holder is written.
+    assert wait_for(lambda: (running_instance(state_dir(home)) or NO_HOLDER).pid, timeout=20)
     old = running_instance(state_dir(home))
     assert old.mode == "daemon" and old.program == str(venv_script)
 
@@ -120,7 +124,7 @@ def test_upgrade_restarts_a_running_tray_on_the_new_code(server_env: dict[str, s
     env = {**server_env, **desktop.env}
     first = install(env)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert wait_for(lambda: running_instance(state_dir(home)) is not None, timeout=20)
+    assert wait_for(lambda: (running_instance(state_dir(home)) or NO_HOLDER).pid, timeout=20)
     old = running_instance(state_dir(home))
     assert old.mode == "tray"
     entry = home / ".config" / "autostart" / "kimi-tray.desktop"
