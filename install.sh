@@ -26,10 +26,12 @@ case ${1:-} in
     fi
     echo "kimi-tray is not installed in $venv; removing what may be left of it."
     rm -f "$bin_dir/kimi-tray" "${XDG_CONFIG_HOME:-$HOME/.config}/autostart/kimi-tray.desktop"
-    rm -rf "$prefix"
+    # Only what this script put there: a KIMI_TRAY_PREFIX may hold other things.
+    rm -rf "$venv" "$prefix/pip.log"
+    rmdir "$prefix" 2>/dev/null || true
     exit 0 ;;
   "") ;;
-  *) echo "usage: ./install.sh [--no-start | --uninstall [--yes] [--keep-data]]" >&2; exit 2 ;;
+  *) echo "usage: ./install.sh [--no-start | --uninstall [--yes] [--keep-data] [--keep-openclaw-profile]]" >&2; exit 2 ;;
 esac
 
 sudo_cmd=""

@@ -43,7 +43,8 @@ EPILOG = """exit codes:
   130  cancelled with Ctrl-C
   141  the output pipe was closed (e.g. `kimi-tray status | head -1`)
 The tray and the daemon exit 0 when stopped by SIGTERM or Ctrl-C; a config error stops every
-command except the tray (it starts on the defaults and shows the error) with exit code 1.
+command with exit code 1 except the tray (it starts on the defaults and shows the error),
+doctor (it reports the error and checks the rest) and uninstall.
 """
 
 
@@ -99,10 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        if command != "tray":
+        if command not in RUN_WITH_BAD_CONFIG:
             print(f"kimi-tray: {exc}", file=sys.stderr)
             return EXIT_FAIL
-        fallback, args.config_error = _settings_without_config_file(exc)
+        fallback, args.config_error = _settings_without_config_file(exc, command)
         if fallback is None:
             return EXIT_FAIL
         settings = fallback
@@ -140,12 +141,19 @@ def _output_closed() -> int:
     return EXIT_PIPE
 
 
-def _settings_without_config_file(error: ConfigError) -> tuple[Settings | None, str]:
-    """The tray starts with the defaults when the config file is unusable, so the user sees the
-    problem (a notification, a menu line, the log) instead of an icon that never appears."""
+# With an unusable config file these go on with the defaults: the tray so the user sees the problem
+# (a notification, a menu line, the log) instead of an icon that never appears; doctor reports it
+# among its other checks; uninstall must work whatever the config says.
+RUN_WITH_BAD_CONFIG = {"tray": " Starting with the default settings.", "doctor": None,
+                       "uninstall": " Going on with the default settings."}
+
+
+def _settings_without_config_file(error: ConfigError, command: str) -> tuple[Settings | None, str]:
     import os
 
-    print(f"kimi-tray: {error} Starting with the default settings.", file=sys.stderr)
+    said = RUN_WITH_BAD_CONFIG[command]
+    if said is not None:
+        print(f"kimi-tray: {error}{said}", file=sys.stderr)
     try:
         return load_settings({**os.environ, "KIMI_TRAY_CONFIG": os.devnull}), str(error)
     except ConfigError as again:  # the environment itself is wrong: nothing to fall back on
@@ -244,9 +252,13 @@ def renewer_line(settings: Settings) -> str:
 
     holder = running_instance(settings.state_dir)
     now = holder.describe() if holder else "nothing is running (the token will run out)"
+    from kimi_tray.autostart.cron import LOCATION, reboot_command
+
     starts = [name for name, backend in (("the tray at login", get_backend()),
                                          ("the daemon unit", get_daemon_backend()))
               if backend is not None and _enabled(backend)]
+    if reboot_command() is not None:
+        starts.append(f"the daemon from the {LOCATION}")
     return f"{now}; starts: {', '.join(starts) if starts else 'nothing at login'}"
 
 
@@ -395,6 +407,13 @@ def run_autostart(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "on":
         backend.enable()
         print(f"{what}: on ({backend.location()}).")
+        if args.daemon:
+            from kimi_tray.autostart.systemd import user_session_available
+
+            if not user_session_available():
+                print("No systemd user manager runs now: the unit starts when one does (at your next "
+                      "login; at boot with `loginctl enable-linger $USER`). Until then: "
+                      "`kimi-tray daemon`.")
     elif args.action == "off":
         backend.disable()
         print(f"{what}: off.")
@@ -428,7 +447,7 @@ def run_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from kimi_tray.doctor import run_checks
 
     setup_logging(None, to_stderr=args.verbose, verbose=args.verbose)
-    code = run_checks(settings)
+    code = run_checks(settings, config_error=getattr(args, "config_error", ""))
     if args.probe:
         from kimi_tray.doctor import run_probe
 

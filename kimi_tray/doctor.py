@@ -275,11 +275,27 @@ def check_autostart(_: Settings) -> list[Check]:
                                 f"run `{fix}` to rewrite it"))
         else:
             checks.append(Check("ok", name, f"{backend.location()} runs {' '.join(command.argv)}"))
+    checks += check_reboot_line()
     if not checks:
         checks.append(Check("warn", "start on login", "nothing starts kimi-tray when you log in",
                             "run `kimi-tray autostart on` (desktop) or "
                             "`kimi-tray autostart on --daemon` (server)"))
     return checks
+
+
+def check_reboot_line() -> list[Check]:
+    """install.sh's crontab @reboot line, where there is no systemd user session."""
+    from kimi_tray.autostart import check_command
+    from kimi_tray.autostart.cron import LOCATION, reboot_command
+
+    command = reboot_command()
+    if command is None:
+        return []
+    problem = check_command(command) if command.argv else "the line cannot be read"
+    if problem:
+        return [Check("fail", "daemon at boot", f"the {LOCATION}: {problem}",
+                      "run ./install.sh again, or `crontab -e` and fix or delete the line")]
+    return [Check("ok", "daemon at boot", f"the {LOCATION} runs {' '.join(command.argv)} daemon")]
 
 
 def check_renewer(settings: Settings) -> list[Check]:
@@ -344,9 +360,13 @@ def check_oauth_reachable(settings: Settings) -> list[Check]:
     return [Check("ok", "oauth reachable", settings.oauth_host)]
 
 
-def check_config(settings: Settings) -> list[Check]:
+def check_config(settings: Settings, config_error: str = "") -> list[Check]:
     from kimi_tray.config import config_path
 
+    if config_error:
+        return [Check("fail", "config", f"{config_error} The other checks use the defaults.",
+                      "correct the file; until then every command but the tray, doctor and uninstall "
+                      "stops at it")]
     if settings.config_file is not None:
         return [Check("ok", "config", f"loaded {settings.config_file}")]
     return [Check("ok", "config", f"defaults ({config_path()} does not exist)")]
@@ -364,11 +384,15 @@ def _now() -> float:
     return time.time()
 
 
-def run_checks(settings: Settings) -> int:
+def run_checks(settings: Settings, config_error: str = "") -> int:
+    """config_error: why the config file could not be used (settings are then the defaults)."""
     failed = False
     for check_group in CHECKS:
         try:
-            results = check_group(settings)
+            if check_group is check_config:
+                results = check_config(settings, config_error)
+            else:
+                results = check_group(settings)
         except KimiTrayError as exc:
             results = [Check("fail", check_group.__name__.removeprefix("check_"), str(exc))]
         for check in results:

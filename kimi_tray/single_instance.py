@@ -50,6 +50,10 @@ class InstanceLock:
 
     def acquire(self) -> None:
         ensure_private_dir(self.path.parent)
+        # Built before locking: between the lock and the write, readers see a holder without a
+        # pid (install.sh and uninstall could then not stop it), so that moment stays minimal.
+        record = json.dumps({"pid": os.getpid(), "started_at": time.time(), "mode": self.mode,
+                             "program": _program()}).encode()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             _try_lock(fd)
@@ -57,9 +61,7 @@ class InstanceLock:
             os.close(fd)
             raise AlreadyRunning(self.holder()) from None
         os.ftruncate(fd, 0)
-        record = {"pid": os.getpid(), "started_at": time.time(), "mode": self.mode,
-                  "program": _program()}
-        os.write(fd, json.dumps(record).encode())
+        os.write(fd, record)
         self._fd = fd
 
     def holder(self) -> str:

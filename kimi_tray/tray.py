@@ -237,13 +237,15 @@ class TrayApp:
 
     def _menu(self):
         pystray = self._pystray
+        # pystray's items are fixed; each shows when build_menu has its key. So they go in
+        # build_menu's order: what to do and the notes right under the status, then the quota.
         actions: dict[str, Callable[[], None]] = {
             "status": lambda: None,
-            **dict.fromkeys(USAGE_KEYS, self.update_usage),
             "advice": lambda: None,
             "note0": lambda: self._note_clicked(0),
             "note1": lambda: self._note_clicked(1),
             "note2": lambda: self._note_clicked(2),
+            **dict.fromkeys(USAGE_KEYS, self.update_usage),
             "renew": self.renew_now,
             "login": self.start_login,
             "cancel_login": self.cancel_login,

@@ -3,11 +3,13 @@
 Removed without asking: the autostart entry, the daemon unit, our crontab @reboot line, a
 running tray or daemon, the install.sh venv and its symlink. Asked (or chosen by flags): our
 state, log and config, and our OpenClaw profile. Never touched: the Kimi credential files and
-device id (the Kimi CLIs own them).
+device id (the Kimi CLIs own them), and anything else in a folder the user pointed us at
+(log_dir = "~/logs" loses only our log files, not the folder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -56,14 +58,10 @@ def stop_running(settings: Settings, say: Callable[[str], None]) -> None:
 
 
 def remove_cron_line(say: Callable[[str], None]) -> None:
-    if not shutil.which("crontab"):
-        return
-    try:
-        current = subprocess.run(["crontab", "-l"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    lines = current.stdout.splitlines()
-    kept = [line for line in lines if not ("@reboot" in line and "kimi-tray daemon" in line)]
+    from kimi_tray.autostart.cron import crontab_lines, is_ours
+
+    lines = crontab_lines()
+    kept = [line for line in lines if not is_ours(line)]
     if kept != lines:
         subprocess.run(["crontab", "-"], input="".join(f"{line}\n" for line in kept), text=True,
                        timeout=10, check=False)
@@ -99,6 +97,28 @@ def _remove_tree(path: Path, say: Callable[[str], None]) -> None:
         say(f"Removed {path}")
 
 
+# What kimi-tray writes into its state and log folders (see state.py, usage/store.py,
+# single_instance.py, logs.py): all that leaves a folder that is not wholly ours.
+OWN_FILE_PATTERNS = ("state.json", "usage.json", "instance.lock", "kimi-tray.log", "kimi-tray.log.*")
+
+
+def _default_dirs() -> set[Path]:
+    """The folders named after us by platformdirs: wholly ours, removed with all they hold."""
+    return {Path(platformdirs.user_state_dir(APP_NAME)), Path(platformdirs.user_log_dir(APP_NAME)),
+            Path(platformdirs.user_config_dir(APP_NAME))}
+
+
+def _remove_data_dir(path: Path, say: Callable[[str], None]) -> None:
+    if path in _default_dirs():
+        _remove_tree(path, say)
+        return
+    for pattern in OWN_FILE_PATTERNS:
+        for ours in path.glob(pattern):
+            if ours.is_file() or ours.is_symlink():
+                ours.unlink()
+                say(f"Removed {ours}")
+
+
 def _decide(choice: bool | None, ask: Ask, question: str) -> bool:
     return ask(question) if choice is None else choice
 
@@ -110,7 +130,7 @@ def uninstall(settings: Settings, remove_data: bool | None = None, remove_profil
 
     stop_running(settings, say)
     for backend in (get_backend(), get_daemon_backend()):
-        if backend is not None and backend.is_enabled():
+        if backend is not None and (backend.is_enabled() or Path(backend.location()).is_file()):
             backend.disable()
             say(f"Removed {backend.location()}")
     remove_cron_line(say)
@@ -120,7 +140,7 @@ def uninstall(settings: Settings, remove_data: bool | None = None, remove_profil
     listed = ", ".join(map(str, data))
     if data and _decide(remove_data, ask, f"Remove kimi-tray's state, log and config ({listed})?"):
         for path in data:
-            _remove_tree(path, say)
+            _remove_data_dir(path, say)
     elif data:
         say(f"Kept {listed}.")
 
@@ -138,6 +158,12 @@ def uninstall(settings: Settings, remove_data: bool | None = None, remove_profil
         link.unlink()
         say(f"Removed {link}")
     if (prefix / "venv").is_dir():
-        _remove_tree(prefix, say)
+        if prefix.name == APP_NAME:  # install.sh's own folder
+            _remove_tree(prefix, say)
+        else:  # a KIMI_TRAY_PREFIX that may hold other things: only what install.sh put there
+            for ours in (prefix / "venv", prefix / "pip.log"):
+                _remove_tree(ours, say)
+            with contextlib.suppress(OSError):
+                prefix.rmdir()
     say("kimi-tray is uninstalled. The Kimi login itself (~/.kimi, ~/.kimi-code) was left as it is.")
     return 0

@@ -122,6 +122,29 @@ def test_bad_config_file_is_named(env, tmp_path) -> None:
     assert result.returncode == 1 and "config.toml" in result.stderr
 
 
+def test_doctor_reports_a_bad_config_file_and_still_checks_the_rest(env, home, tmp_path) -> None:
+    """doctor is where a user goes when something is wrong: a typo in the config is one failing
+    line with its fix, not the end of the checks."""
+    quick_config(env, tmp_path, poll_intervall=5)
+    result = run_cli(["doctor"], env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    config = [line for line in lines if line.startswith("fail  config:")]
+    assert len(config) == 1 and "Unknown key 'poll_intervall'" in config[0] and "-> fix:" in config[0]
+    assert any(line.startswith("fail  credentials:") for line in lines), result.stdout
+    assert any(" renewer:" in line for line in lines), result.stdout
+
+
+def test_uninstall_works_with_a_bad_config_file(env, home, tmp_path) -> None:
+    """A broken config must not keep anyone from removing kimi-tray."""
+    assert run_cli(["autostart", "on"], env).returncode == 0
+    quick_config(env, tmp_path, poll_intervall=5)
+    result = run_cli(["uninstall", "--yes", "--keep-openclaw-profile"], env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "poll_intervall" in result.stderr
+    assert not (home / ".config" / "autostart" / "kimi-tray.desktop").exists()
+
+
 def test_help_documents_exit_codes() -> None:
     result = subprocess.run([sys.executable, "-m", "kimi_tray", "renew", "--help"], capture_output=True,
                             text=True, cwd=ROOT)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.single_instance import running_instance
+from kimi_tray.single_instance import Holder, running_instance
 from tests.conftest import ROOT, wait_for, write_fake_openclaw
 
 CRONTAB = """#!/bin/sh
@@ -58,6 +58,9 @@ def state_dir(home: Path) -> Path:
     return home / ".local" / "state" / "kimi-tray"
 
 
+NO_HOLDER = Holder(0, None, "", "")
+
+
 def test_install_on_a_server_returns_upgrade_restarts_uninstall_leaves_nothing(
         server_env: dict[str, str], home: Path, tmp_path: Path, no_daemon_left: None) -> None:
     first = install(server_env)
@@ -68,7 +71,8 @@ def test_install_on_a_server_returns_upgrade_restarts_uninstall_leaves_nothing(
     venv_script = home / ".local" / "share" / "kimi-tray" / "venv" / "bin" / "kimi-tray"
     assert (tmp_path / "crontab.txt").read_text().splitlines() == [
         "MAILTO=''", f"@reboot {venv_script} daemon >/dev/null 2>&1"]
-    assert wait_for(lambda: running_instance(state_dir(home)) is not None, timeout=20)
+    # The lock is taken a moment before the record naming its holder is written.
+    assert wait_for(lambda: (running_instance(state_dir(home)) or NO_HOLDER).pid, timeout=20)
     old = running_instance(state_dir(home))
     assert old.mode == "daemon" and old.program == str(venv_script)
 
@@ -120,7 +124,7 @@ def test_upgrade_restarts_a_running_tray_on_the_new_code(server_env: dict[str, s
     env = {**server_env, **desktop.env}
     first = install(env)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert wait_for(lambda: running_instance(state_dir(home)) is not None, timeout=20)
+    assert wait_for(lambda: (running_instance(state_dir(home)) or NO_HOLDER).pid, timeout=20)
     old = running_instance(state_dir(home))
     assert old.mode == "tray"
     entry = home / ".config" / "autostart" / "kimi-tray.desktop"
@@ -133,3 +137,102 @@ def test_upgrade_restarts_a_running_tray_on_the_new_code(server_env: dict[str, s
     removed = install(env, "--uninstall", "--yes", "--keep-openclaw-profile")
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not entry.exists() and running_instance(state_dir(home)) is None
+
+
+def test_uninstall_removes_only_our_files_from_directories_the_user_chose(
+        env: dict[str, str], home: Path) -> None:
+    """A config pointing log_dir and state_dir at shared folders: uninstall --yes removes our
+    log, state and lock files there and leaves the folders and everything else in them."""
+    from tests.conftest import run_cli
+
+    logs, state = home / "logs", home / "var"
+    logs.mkdir()
+    state.mkdir()
+    (logs / "other-app.log").write_text("not ours")
+    (state / "notes.txt").write_text("not ours")
+    (home / ".config" / "kimi-tray").mkdir(parents=True)
+    (home / ".config" / "kimi-tray" / "config.toml").write_text(
+        f'log_dir = "{logs}"\nstate_dir = "{state}"\n')
+    for ours in (logs / "kimi-tray.log", logs / "kimi-tray.log.1", state / "state.json",
+                 state / "usage.json", state / "instance.lock"):
+        ours.write_text("{}")
+    result = run_cli(["uninstall", "--yes", "--keep-openclaw-profile"], env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in logs.iterdir()) == ["other-app.log"]
+    assert sorted(p.name for p in state.iterdir()) == ["notes.txt"]
+    assert not (home / ".config" / "kimi-tray").exists()
+
+
+def test_daemon_unit_counts_as_on_only_while_systemd_would_start_it(env: dict[str, str], home: Path) -> None:
+    """A unit file alone starts nothing: systemd starts a user unit at boot through the
+    default.target.wants link that `systemctl --user enable` makes. Here (no systemd user
+    manager) kimi-tray makes that link itself, and a unit without it is reported as off."""
+    from tests.conftest import run_cli
+
+    unit_dir = home / ".config" / "systemd" / "user"
+    on = run_cli(["autostart", "on", "--daemon"], env)
+    assert on.returncode == 0, on.stderr
+    link = unit_dir / "default.target.wants" / "kimi-tray.service"
+    assert link.is_symlink() and link.resolve() == (unit_dir / "kimi-tray.service").resolve()
+    assert "ok    daemon unit:" in run_cli(["doctor"], env).stdout
+    assert "starts: the daemon unit" in run_cli(["status"], env).stdout
+
+    link.unlink()  # what `systemctl --user disable kimi-tray` does
+    doctor = run_cli(["doctor"], env).stdout
+    assert "daemon unit:" not in doctor and "nothing starts kimi-tray" in doctor, doctor
+    assert "starts: nothing at login" in run_cli(["status"], env).stdout
+    assert run_cli(["autostart", "status", "--daemon"], env).stdout.startswith("Daemon at boot: off")
+
+    result = run_cli(["uninstall", "--yes", "--keep-openclaw-profile"], env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert not (unit_dir / "kimi-tray.service").exists()  # a disabled unit is still ours to remove
+    assert not (unit_dir / "default.target.wants").exists()
+
+
+def test_uninstall_leaves_what_else_is_in_a_chosen_prefix(env: dict[str, str], home: Path) -> None:
+    """KIMI_TRAY_PREFIX may name a folder that holds other things: both uninstall paths remove our
+    venv and pip log from it, not the folder."""
+    from tests.conftest import run_cli
+
+    for how in ("cli", "install.sh"):
+        prefix = home / "tools"
+        (prefix / "venv" / "bin").mkdir(parents=True)
+        (prefix / "pip.log").write_text("")
+        (prefix / "other-tool").write_text("not ours")
+        run_env = {**env, "KIMI_TRAY_PREFIX": str(prefix)}
+        if how == "cli":
+            result = run_cli(["uninstall", "--yes", "--keep-openclaw-profile"], run_env,
+                             stdin=subprocess.DEVNULL)
+        else:  # no working venv: install.sh removes what is left itself
+            result = install(run_env, "--uninstall", "--yes")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert sorted(p.name for p in prefix.iterdir()) == ["other-tool"], how
+
+
+def test_status_and_doctor_see_and_check_the_crontab_reboot_line(server_env: dict[str, str], home: Path,
+                                                                   tmp_path: Path) -> None:
+    """On a server without systemd, install.sh's crontab @reboot line is what starts the daemon:
+    status and doctor name it and run its command with --version; a broken one fails."""
+    from tests.conftest import run_cli
+
+    program = tmp_path / "venv" / "bin" / "kimi-tray"  # a stand-in for the installed script
+    program.parent.mkdir(parents=True)
+    program.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "kimi-tray 0.1.0"\n')
+    program.chmod(0o755)
+    crontab = tmp_path / "crontab.txt"
+    crontab.write_text(f"MAILTO=''\n@reboot {program} daemon >/dev/null 2>&1\n")
+    env = {**server_env, "PYTHONPATH": str(ROOT)}
+    status = run_cli(["status"], env).stdout
+    assert "starts: the daemon from the crontab @reboot line" in status, status
+    doctor = run_cli(["doctor"], env).stdout
+    assert f"ok    daemon at boot: the crontab @reboot line runs {program} daemon" in doctor, doctor
+    assert "nothing starts kimi-tray" not in doctor
+
+    program.unlink()  # the venv is gone, the line stays
+    doctor = run_cli(["doctor"], env)
+    assert doctor.returncode == 1
+    assert f"fail  daemon at boot: the crontab @reboot line: {program} does not exist" in doctor.stdout
+
+    crontab.write_text(f"MAILTO=''\n# @reboot {program} daemon\n")  # commented out: starts nothing
+    assert "starts: nothing at login" in run_cli(["status"], env).stdout
+    assert "daemon at boot" not in run_cli(["doctor"], env).stdout

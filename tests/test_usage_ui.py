@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+
+import pytest
 
 from kimi_tray.health import Health
 from kimi_tray.icons import COLOURS, draw_icon, quota_fill_at, ring_fraction_at, status_for_preview
 from kimi_tray.menu import build_menu, tooltip, usage_entries
 from kimi_tray.usage.model import Usage, UsageWindow
+from tests.conftest import ROOT
 
 
 def with_usage(used_5h: float, age: float = 10, error: str = "", health: Health = Health.FRESH):
@@ -60,3 +65,39 @@ def test_icon_quota_bar_keeps_the_tokens_colour_shape_and_ring() -> None:
     login = draw_icon(dataclasses.replace(with_usage(50), health=Health.NEEDS_LOGIN), 64)
     assert login.getpixel((14, 32))[:3] == COLOURS["needs_login"], "other shapes keep theirs"
     assert abs(quota_fill_at(login) - 0.25) < 0.06
+
+
+MENU_ORDER_SCRIPT = """
+import dataclasses, sys
+sys.path.insert(0, sys.argv[1])
+from kimi_tray.autostart.xdg import XdgAutostart
+from kimi_tray.config import load_settings
+from kimi_tray.engine import Renewer
+from kimi_tray.health import Health
+from kimi_tray.notify import LogNotifier
+from kimi_tray.tray import TrayApp
+from tests.test_usage_ui import with_usage
+
+app = TrayApp(Renewer(load_settings()), XdgAutostart(), LogNotifier(), None, "gtk",
+              config_error="Unknown key 'x'.")
+app._status = with_usage(170, error="the usage server is busy or failing (HTTP 500)",
+                         health=Health.EXPIRED)
+for item in app.icon.menu.items:
+    if item.visible:
+        print(app.entries()[[e.label for e in app.entries()].index(item.text)].key)
+"""
+
+
+@pytest.mark.desktop
+def test_the_tray_menu_shows_its_lines_in_the_order_the_menu_model_gives(env, desktop) -> None:
+    """The real pystray menu, not just the model: what to do and the config error sit right under
+    the status line, above the quota lines (as the README says)."""
+    status = with_usage(170, error="the usage server is busy or failing (HTTP 500)", health=Health.EXPIRED)
+    expected = [e.key for e in build_menu(status, False, True, ("Config error",))]
+    assert expected[:3] == ["status", "advice", "note0"], expected
+    result = subprocess.run([sys.executable, "-c", MENU_ORDER_SCRIPT, str(ROOT)],
+                            env={**env, **desktop.env, "PYSTRAY_BACKEND": "gtk"}, capture_output=True,
+                            text=True, timeout=60, cwd=str(ROOT))
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.split()
+    assert [key for key in shown if key != "autostart"] == [k for k in expected if k != "autostart"], shown

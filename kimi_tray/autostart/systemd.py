@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -70,19 +71,35 @@ class SystemdUnit(FileEntry):
     def content(self) -> bytes:
         return self.unit().encode()
 
+    def wants_link(self) -> Path:
+        """What `systemctl --user enable` makes for WantedBy=default.target: the link through
+        which the user manager starts the unit. The unit file alone starts nothing."""
+        return self.path.parent / "default.target.wants" / UNIT_NAME
+
     def enable(self) -> None:
         super().enable()
         if user_session_available():
             systemctl("daemon-reload")
             systemctl("enable", UNIT_NAME)
+        link = self.wants_link()
+        if not link.is_symlink():  # no user manager now: link it as systemctl would, for its next start
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(self.path)
 
     def disable(self) -> None:
         if self.path.exists() and user_session_available():
             systemctl("disable", "--now", UNIT_NAME)
             super().disable()
             systemctl("daemon-reload")
-            return
-        super().disable()
+        else:
+            super().disable()
+        link = self.wants_link()
+        link.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            link.parent.rmdir()  # only when empty: other units' links stay
+
+    def is_enabled(self) -> bool:
+        return self.path.is_file() and self.wants_link().is_symlink()
 
     def written_command(self) -> LaunchCommand | None:
         try:
