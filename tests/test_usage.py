@@ -493,3 +493,36 @@ def test_usage_command_failures(env, home, oauth_server, usage_server) -> None:
     assert expired.returncode == 1 and "renew" in expired.stderr and usage_server.count == before
     os.remove(kimi_file(home))
     assert run_cli(["usage"], env).returncode == 3
+
+
+# --------------------------------------------------------------------------- hostile replies
+@pytest.mark.parametrize("reset", [1e300, "99999999999999999999999", -5, "-62135596800", 1e400])
+def test_reset_times_out_of_any_calendar_are_unknown_not_a_crash(reset) -> None:
+    body = {"usage": {"limit": 100, "used": 10, "resetTime": reset}}
+    window = parse_usages(body, fetched_at=NOW).windows[0]
+    assert window.resets_at is None
+    assert window_line(window, NOW) == "Week: 10 % used"
+    cached = Usage.from_cache({"fetched_at": NOW, "windows": [
+        {"name": "Week", "used": 10, "limit": 100, "remaining": 90, "resets_at": 1e300}]}, 360)
+    assert cached is not None and cached.windows[0].resets_at is None, "an edited usage.json too"
+
+
+def test_epoch_seconds_with_a_fraction_are_a_time() -> None:
+    assert parse_time("1800000000.5") == 1_800_000_000.5
+
+
+def test_names_from_the_server_fit_one_menu_line(caplog) -> None:
+    body = {"user": {"membershipLevel": "LEVEL_" + "GOLD" * 500},
+            "limits": [{"window": {"duration": 5, "timeUnit": "TIME_UNIT_" + "X" * 5000},
+                        "detail": {"limit": 10, "remaining": 5}},
+                       {"window": {"duration": 1e300, "timeUnit": "TIME_UNIT_MINUTE"},
+                        "detail": {"limit": 10, "remaining": 5}},
+                       {"window": {"duration": 3, "timeUnit": "TIME_UNIT_\nEVIL\tU\x1b[31m"},
+                        "detail": {"limit": 10, "remaining": 5}}]}
+    usage = parse_usages(body, fetched_at=NOW)
+    assert len(usage.plan) <= 32
+    for window in usage.windows:
+        assert len(window.name) <= 32, window.name
+        assert window.name.isprintable(), repr(window.name)
+        assert len(window_line(window, NOW)) <= 80
+    assert usage.windows[2].name == "3 evil u [31m"
