@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kimi_tray import logs
 from kimi_tray.clock import Clock, SystemClock
@@ -39,6 +40,7 @@ RETRY_AFTER_CAP = 600.0
 RESUME_JUMP = 60.0
 SYNC_RETRY_FIRST = 30.0
 SYNC_RETRY_CAP = 600.0
+USAGE_WAIT = 1.0  # real seconds a step waits for a usage reply before it goes on without it
 
 Listener = Callable[[Status], None]
 
@@ -50,6 +52,17 @@ def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], fl
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay
+
+
+@dataclass
+class UsageFetch:
+    """One usage request on its own thread, so a slow usage server never holds up a renewal."""
+
+    token: str
+    after_renewal: bool = False  # the retry with a freshly renewed token after a 401
+    outcome: Usage | KimiTrayError | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    give_up_at: float = 0.0  # time.monotonic(): an answer later than this is not waited for
 
 
 @dataclass(frozen=True)
@@ -469,6 +482,7 @@ class Renewer:
         self._usage_seen_renewal = self.state.last_renewal
         self._usage_token_refused = False  # a new token then fetches at once, despite any backoff
         self._usage_renewal_did_not_help = False  # a 401 even with a new token: renew no more for it
+        self._usage_fetch: UsageFetch | None = None  # the request in flight, if any
 
     def _usage_stale_after(self) -> float:
         """Numbers older than their refresh interval (plus the minimum gap) are not fresh."""
@@ -522,48 +536,94 @@ class Renewer:
             if self._usage is None or self._usage.is_stale(now):
                 self.request_usage(urgent=self._usage_token_refused)
                 self._usage_token_refused = False
-        if self.usage_policy.is_due(now, self._usage_token_ok(now)):
-            self.fetch_usage()
+        if self._usage_fetch is None and self.usage_policy.is_due(now, self._usage_token_ok(now)):
+            self._start_usage_fetch()
+        self._collect_usage_fetch(USAGE_WAIT)
 
     def _usage_delay(self, now: float) -> float:
+        if self._usage_fetch is not None:  # its thread wakes the loop when the answer comes
+            return max(0.0, self._usage_fetch.give_up_at - time.monotonic())
         due = self.usage_policy.due_at(self._usage_token_ok(now))
         return float("inf") if due is None else max(0.0, due - now)
 
-    def fetch_usage(self) -> Usage | None:
-        """One fetch of the quota; on a 401 renew the token first and try once more. Never raises."""
+    def _start_usage_fetch(self, after_renewal: bool = False) -> None:
         creds = self._creds
         if creds is None:
-            return self._usage
-        stale_after = self._usage_stale_after()
+            return
         try:
+            client = self.usage_client
+        except KimiTrayError as exc:
+            self._usage_failed(exc)
+            return
+        fetch = UsageFetch(creds.access_token, after_renewal)
+        fetch.give_up_at = time.monotonic() + self.settings.http_timeout + 5.0
+        stale_after = self._usage_stale_after()
+
+        def run() -> None:
             try:
-                usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
-            except UsageUnauthorized:
-                if self._usage_renewal_did_not_help:  # renewing again would not help either
-                    raise
+                fetch.outcome = client.fetch(fetch.token, self.clock.now(), stale_after)
+            except KimiTrayError as exc:
+                fetch.outcome = exc
+            except Exception as exc:  # a thread must not die silently; the log says what happened
+                log.exception("Unexpected error while fetching the Kimi usage")
+                fetch.outcome = KimiTrayError(f"unexpected error ({type(exc).__name__})")
+            finally:
+                fetch.done.set()
+                self._wake.set()
+
+        self._usage_fetch = fetch
+        threading.Thread(target=run, name="kimi-usage", daemon=True).start()
+
+    def _collect_usage_fetch(self, wait: float) -> None:
+        """Take the answer of the request in flight if it came within `wait` s (real time)."""
+        fetch = self._usage_fetch
+        if fetch is None:
+            return
+        if not fetch.done.wait(max(0.0, min(wait, fetch.give_up_at - time.monotonic()))):
+            if time.monotonic() >= fetch.give_up_at:  # left to finish on its own, unheard
+                self._usage_fetch = None
+                self._usage_failed(TransientError("the usage server did not answer in time"))
+            return
+        self._usage_fetch = None
+        outcome = fetch.outcome
+        if isinstance(outcome, Usage):
+            self._usage_renewal_did_not_help = False
+            self.usage_policy.succeeded(outcome.fetched_at or self.clock.now(),
+                                        (w.resets_at for w in outcome.windows))
+            self._usage = outcome
+            self.usage_store.save_usage(outcome)
+            return
+        assert outcome is not None
+        if isinstance(outcome, UsageUnauthorized) and not self._usage_renewal_did_not_help:
+            if fetch.after_renewal:
+                self._usage_renewal_did_not_help = True  # renewing again would not help either
+            else:
                 log.info("The usage server refused the access token; renewing it first.")
                 self._attempt_refresh(force=True)
-                creds = self._creds
-                if creds is None or self._failures or not self._usage_token_ok(self.clock.now()):
-                    self._usage_token_refused = True
-                    raise
-                try:
-                    usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
-                except UsageUnauthorized:
-                    self._usage_renewal_did_not_help = True
-                    raise
-        except KimiTrayError as exc:
-            now = self.clock.now()
-            delay = self.usage_policy.failed(now, getattr(exc, "retry_after", None))
-            log.warning("Could not update the Kimi usage (%s); next try in %.0f s at the earliest.",
-                        exc, delay)
-            self._usage = (self._usage or Usage(stale_after=stale_after)).failed(str(exc), now)
-        else:
-            self._usage_renewal_did_not_help = False
-            self.usage_policy.succeeded(usage.fetched_at or self.clock.now(),
-                                        (w.resets_at for w in usage.windows))
-            self._usage = usage
+                if self._creds is not None and not self._failures \
+                        and self._usage_token_ok(self.clock.now()):
+                    self._start_usage_fetch(after_renewal=True)
+                    self._collect_usage_fetch(wait)
+                    return
+                self._usage_token_refused = True
+        self._usage_failed(outcome)
+
+    def _usage_failed(self, exc: KimiTrayError) -> None:
+        now = self.clock.now()
+        delay = self.usage_policy.failed(now, getattr(exc, "retry_after", None))
+        log.warning("Could not update the Kimi usage (%s); next try in %.0f s at the earliest.", exc, delay)
+        self._usage = (self._usage or Usage(stale_after=self._usage_stale_after())).failed(str(exc), now)
         self.usage_store.save_usage(self._usage)
+
+    def fetch_usage(self) -> Usage | None:
+        """One fetch of the quota, waiting for its answer (the CLI); on a 401 renew the token first
+        and try once more. Never raises."""
+        if self._creds is None:
+            return self._usage
+        if self._usage_fetch is None:
+            self._start_usage_fetch()
+        while self._usage_fetch is not None:
+            self._collect_usage_fetch(self._usage_fetch.give_up_at - time.monotonic())
         return self._usage
 
     def usage_for_cli(self, force: bool) -> Usage | None:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from kimi_tray.usage import FetchPolicy, UsageClient, UsageStore, UsageUnauthori
 from kimi_tray.usage.alerts import UsageAlerts
 from kimi_tray.usage.model import Usage, UsageFormatError, UsageWindow, parse_time, plan_name
 from kimi_tray.usage.text import age_line, format_span, short_line, window_line
-from tests.conftest import kimi_file, run_cli, write_credentials
+from tests.conftest import kimi_file, run_cli, wait_for, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage, kimi_reply
 
@@ -526,3 +527,45 @@ def test_names_from_the_server_fit_one_menu_line(caplog) -> None:
         assert window.name.isprintable(), repr(window.name)
         assert len(window_line(window, NOW)) <= 80
     assert usage.windows[2].name == "3 evil u [31m"
+
+
+# --------------------------------------------------------------------------- a slow server
+def test_a_trickling_reply_ends_at_the_clients_timeout(usage_server) -> None:
+    """A byte every half second never trips httpx's per-read timeout; the whole reply has a deadline."""
+    usage_server.fail_next("trickle:0.5")
+    outcome: list[BaseException | Usage] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(UsageClient(usage_server.url, timeout=2).fetch("at-secret", NOW))
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "still reading the reply a byte at a time"
+    assert isinstance(outcome[0], TransientError) and "did not answer in time" in str(outcome[0])
+
+
+def test_a_hanging_usage_server_never_holds_up_the_engine(settings, home, oauth_server,
+                                                          usage_server) -> None:
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock)
+    usage_server.fail_next("slow:6")
+    engine = Renewer(quiet_settings(settings), clock=clock)
+    engine.watch_usage()
+    started = time.monotonic()
+    engine.step()
+    assert time.monotonic() - started < 3, "the step went on while the usage server hung"
+    assert wait_for(lambda: usage_server.count == 1, timeout=2)
+    engine.request_renew()  # Renew now, clicked while the usage request hangs
+    started = time.monotonic()
+    engine.step()
+    assert time.monotonic() - started < 3 and oauth_server.successful_refreshes == 1, \
+        "the renewal did not wait for the usage server"
+    assert engine.status.usage is None or engine.status.usage.fetched_at is None
+    assert wait_for(lambda: (engine.step(), engine.status.usage)[1] is not None
+                    and engine.status.usage.fetched_at is not None, timeout=10), \
+        "the late answer is shown once it arrives"
+    assert usage_server.count == 1 and not engine.status.usage.error
