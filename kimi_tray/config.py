@@ -164,7 +164,8 @@ def validate(settings: Settings) -> None:
             f"openclaw_mode must be one of {', '.join(OPENCLAW_MODES)}, not {settings.openclaw_mode!r}."
         )
     check_oauth_host(settings.oauth_host)
-    check_https_url(settings.usage_base_url, "usage base URL")
+    # The usage base URL is checked where a request would use it (UsageClient): a bad one, say a
+    # plain-http KIMI_CODE_BASE_URL meant for the Kimi CLI, stops the usage display, not renewals.
 
 
 def is_loopback_host(hostname: str) -> bool:

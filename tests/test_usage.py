@@ -149,8 +149,6 @@ def test_client_faults_are_typed(usage_server, fault, kind, words) -> None:
 def test_usage_url_is_https_or_loopback(env) -> None:
     with pytest.raises(ConfigError, match="only https"):
         UsageClient("http://api.example.com/coding/v1")
-    with pytest.raises(ConfigError, match="usage base URL"):
-        load_settings({**env, "KIMI_CODE_BASE_URL": "http://api.example.com/coding/v1"})
     assert load_settings(env).usage_base_url == env["KIMI_CODE_BASE_URL"]
     clean = {k: v for k, v in env.items() if k not in ("KIMI_CODE_BASE_URL", "KIMI_TRAY_CONFIG")}
     assert load_settings(clean).usage_base_url == "https://api.kimi.com/coding/v1"
@@ -569,3 +567,28 @@ def test_a_hanging_usage_server_never_holds_up_the_engine(settings, home, oauth_
                     and engine.status.usage.fetched_at is not None, timeout=10), \
         "the late answer is shown once it arrives"
     assert usage_server.count == 1 and not engine.status.usage.error
+
+
+def test_a_plain_http_usage_url_is_refused_but_the_token_still_renews(env, home, oauth_server,
+                                                                    settings) -> None:
+    """KIMI_CODE_BASE_URL belongs to the Kimi CLI: a plain-http value there (a LAN proxy, say) must
+    never carry our token, and must not stop the renewals either."""
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, time.time() + 880)
+    plain = {**env, "KIMI_CODE_BASE_URL": "http://api.example.com/coding/v1"}
+    status = run_cli(["status"], plain)
+    assert status.returncode == 0, status.stderr
+    assert "Usage unknown: The usage base URL http://api.example.com/coding/v1 uses plain http" \
+        in status.stdout
+    usage = run_cli(["usage"], plain)
+    assert usage.returncode == 1 and "only https is allowed" in usage.stderr
+    clock = FakeClock(start=time.time())
+    engine = Renewer(quiet_settings(settings, usage_base_url="http://api.example.com/coding/v1"),
+                     clock=clock)
+    engine.watch_usage()
+    for _ in range(20):
+        clock.advance(engine.step())
+    assert oauth_server.successful_refreshes >= 1 and engine.status.health.is_ok
+    assert "plain http" in engine.status.usage.error
+    for out in (status.stdout, status.stderr, usage.stdout, usage.stderr):
+        assert tokens["access_token"] not in out
