@@ -41,6 +41,7 @@ RESUME_JUMP = 60.0
 SYNC_RETRY_FIRST = 30.0
 SYNC_RETRY_CAP = 600.0
 USAGE_WAIT = 1.0  # real seconds a step waits for a usage reply before it goes on without it
+STATUS_USAGE_WAIT = 3.0  # ... and `kimi-tray status` (`kimi-tray usage` waits the HTTP timeout)
 
 Listener = Callable[[Status], None]
 
@@ -615,19 +616,22 @@ class Renewer:
         self._usage = (self._usage or Usage(stale_after=self._usage_stale_after())).failed(str(exc), now)
         self.usage_store.save_usage(self._usage)
 
-    def fetch_usage(self) -> Usage | None:
-        """One fetch of the quota, waiting for its answer (the CLI); on a 401 renew the token first
-        and try once more. Never raises."""
+    def fetch_usage(self, wait: float | None = None) -> Usage | None:
+        """One fetch of the quota, waiting for its answer (the CLI) at most `wait` s (default: the
+        HTTP timeout); on a 401 renew the token first and try once more. Never raises."""
         if self._creds is None:
             return self._usage
         if self._usage_fetch is None:
             self._start_usage_fetch()
+        if self._usage_fetch is not None and wait is not None:
+            self._usage_fetch.give_up_at = min(self._usage_fetch.give_up_at, time.monotonic() + wait)
         while self._usage_fetch is not None:
             self._collect_usage_fetch(self._usage_fetch.give_up_at - time.monotonic())
         return self._usage
 
     def usage_for_cli(self, force: bool) -> Usage | None:
-        """For `status` (fetch only when the numbers are stale) and `usage` (fetch now)."""
+        """For `status` (fetch only when the numbers are stale, waiting a few seconds at most: old
+        numbers beat a slow answer there) and `usage` (fetch now)."""
         self._reload_if_changed(force=True)
         now = self.clock.now()
         usage = self._usage
@@ -635,6 +639,8 @@ class Renewer:
             return usage
         recently_tried = (usage is not None and usage.checked_at is not None
                           and now - usage.checked_at < USAGE_MIN_GAP)
-        if force or usage is None or (usage.is_stale(now) and not recently_tried):
+        if force:
             return self.fetch_usage()
+        if usage is None or (usage.is_stale(now) and not recently_tried):
+            return self.fetch_usage(wait=STATUS_USAGE_WAIT)
         return usage

@@ -592,3 +592,15 @@ def test_a_plain_http_usage_url_is_refused_but_the_token_still_renews(env, home,
     assert "plain http" in engine.status.usage.error
     for out in (status.stdout, status.stderr, usage.stdout, usage.stderr):
         assert tokens["access_token"] not in out
+
+
+def test_status_waits_only_briefly_for_a_slow_usage_server(env, home, oauth_server, usage_server) -> None:
+    """`status` is a quick look (panels and scripts call it in a loop): old numbers beat a long wait."""
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    usage_server.fail_next("slow:9")
+    started = time.monotonic()
+    status = run_cli(["status", "--json"], env)
+    took = time.monotonic() - started
+    assert status.returncode == 0, status.stderr
+    assert took < 7, f"status waited {took:.1f} s for the usage server"
+    assert "did not answer in time" in json.loads(status.stdout)["usage"]["error"]
