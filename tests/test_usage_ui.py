@@ -60,3 +60,15 @@ def test_icon_quota_bar_keeps_the_tokens_colour_shape_and_ring() -> None:
     login = draw_icon(dataclasses.replace(with_usage(50), health=Health.NEEDS_LOGIN), 64)
     assert login.getpixel((14, 32))[:3] == COLOURS["needs_login"], "other shapes keep theirs"
     assert abs(quota_fill_at(login) - 0.25) < 0.06
+
+
+def test_more_windows_than_menu_lines_keep_the_most_constrained_and_say_how_many_are_left() -> None:
+    status = status_for_preview(Health.FRESH, 0.7)
+    windows = tuple(UsageWindow(f"{d} d", 10 * d, 1000, 1000 - 10 * d, None) for d in range(1, 8))
+    windows += (UsageWindow("5 h", 190, 200, 10, None),)  # the one about to run out comes last
+    entries = usage_entries(dataclasses.replace(status, usage=Usage("", status.now, windows)))
+    labels = [e.label for e in entries]
+    assert len(entries) <= 5, labels
+    assert "5 h: 95 % used" in labels, "the most constrained window is never left out"
+    assert labels[-2] == "5 more windows: kimi-tray status lists them all", labels
+    assert labels[-1].startswith("as of ")
