@@ -604,3 +604,17 @@ def test_status_waits_only_briefly_for_a_slow_usage_server(env, home, oauth_serv
     assert status.returncode == 0, status.stderr
     assert took < 7, f"status waited {took:.1f} s for the usage server"
     assert "did not answer in time" in json.loads(status.stdout)["usage"]["error"]
+
+
+def test_alert_memory_of_the_wrong_shape_is_forgotten_not_fatal(tmp_path) -> None:
+    """A usage.json edited by hand (or by an older version) must not silence every notification."""
+    (tmp_path / "usage.json").write_text(json.dumps(
+        {"alerts": {"5 h": "x", "Week": {"levels": "abc", "exhausted": "no"}}}))
+    store, notes = UsageStore(tmp_path), RecordingNotifier()
+    alerts = UsageAlerts(notes, store, (80, 95))
+    usage = Usage("", NOW, (UsageWindow("5 h", 190, 200, 10, None), UsageWindow("Week", 10, 200, 190, None)))
+    alerts.check(usage, NOW)
+    assert [title for title, _ in notes.sent] == ["Kimi quota 95 % used"]
+    assert store.load_alerts()["5 h"] == {"levels": [80.0, 95.0], "exhausted": False}
+    alerts.check(usage, NOW + 300)
+    assert len(notes.sent) == 1, "and it is remembered again"
