@@ -618,3 +618,17 @@ def test_alert_memory_of_the_wrong_shape_is_forgotten_not_fatal(tmp_path) -> Non
     assert store.load_alerts()["5 h"] == {"levels": [80.0, 95.0], "exhausted": False}
     alerts.check(usage, NOW + 300)
     assert len(notes.sent) == 1, "and it is remembered again"
+
+
+def test_two_windows_with_the_same_name_notify_once_each(tmp_path) -> None:
+    """A 7-day entry in `limits` is named like the weekly quota; alerts remember windows by name."""
+    body = {"usage": {"limit": 100, "used": 85},
+            "limits": [{"window": {"duration": 7, "timeUnit": "TIME_UNIT_DAY"},
+                        "detail": {"limit": 100, "remaining": 90}}]}
+    usage = parse_usages(body, fetched_at=NOW)
+    assert [w.name for w in usage.windows] == ["Week", "Week (2)"]
+    notes = RecordingNotifier()
+    alerts = UsageAlerts(notes, UsageStore(tmp_path), (80, 95))
+    for minute in range(0, 30, 5):
+        alerts.check(parse_usages(body, fetched_at=NOW + 60 * minute), NOW + 60 * minute)
+    assert [title for title, _ in notes.sent] == ["Kimi quota 80 % used"]

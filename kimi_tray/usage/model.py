@@ -171,8 +171,18 @@ def parse_usages(body: Any, stale_after: float = 360.0, fetched_at: float | None
         log.info("Ignoring the usage reply's `limits`: not a list.")
     if not windows:
         raise UsageFormatError("The Kimi usage reply holds no quota window we can read.")
-    return Usage(plan=plan_name(body.get("user")), fetched_at=fetched_at, windows=tuple(windows),
+    return Usage(plan=plan_name(body.get("user")), fetched_at=fetched_at, windows=_unique(windows),
                  stale_after=stale_after, checked_at=fetched_at)
+
+
+def _unique(windows: list[UsageWindow]) -> tuple[UsageWindow, ...]:
+    """'Week', 'Week (2)': names tell the lines apart, and notifications are remembered by name."""
+    seen: dict[str, int] = {}
+    named = []
+    for window in windows:
+        count = seen[window.name] = seen.get(window.name, 0) + 1
+        named.append(window if count == 1 else replace(window, name=f"{window.name} ({count})"))
+    return tuple(named)
 
 
 def plan_name(user: Any) -> str:
