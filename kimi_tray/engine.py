@@ -596,6 +596,13 @@ class Renewer:
             return
         assert outcome is not None
         if isinstance(outcome, UsageUnauthorized) and not self._usage_renewal_did_not_help:
+            creds = self._creds
+            if creds is not None and creds.access_token != fetch.token and not fetch.after_renewal \
+                    and self._usage_token_ok(self.clock.now()):
+                # Refused a token renewed while the request was under way: ask with the new one.
+                self._start_usage_fetch(after_renewal=True)
+                self._collect_usage_fetch(wait)
+                return
             if fetch.after_renewal:
                 self._usage_renewal_did_not_help = True  # renewing again would not help either
             else:

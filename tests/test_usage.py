@@ -632,3 +632,21 @@ def test_two_windows_with_the_same_name_notify_once_each(tmp_path) -> None:
     for minute in range(0, 30, 5):
         alerts.check(parse_usages(body, fetched_at=NOW + 60 * minute), NOW + 60 * minute)
     assert [title for title, _ in notes.sent] == ["Kimi quota 80 % used"]
+
+
+def test_a_401_for_a_token_renewed_meanwhile_retries_without_renewing_again(
+        settings, home, oauth_server, usage_server) -> None:
+    clock = FakeClock(start=time.time())
+    tokens = seed(home, oauth_server, clock)
+    usage_server.fail_next("slow:4")  # the request with the old token is slow...
+    engine = Renewer(quiet_settings(settings), clock=clock)
+    engine.watch_usage()
+    engine.step()
+    engine.request_renew()  # ...and the token is renewed while it hangs
+    engine.step()
+    assert oauth_server.successful_refreshes == 1
+    usage_server.rejected_tokens.add(tokens["access_token"])  # so the old one is refused
+    assert wait_for(lambda: (engine.step(), engine.status.usage)[1] is not None
+                    and engine.status.usage.fetched_at is not None, timeout=10)
+    assert oauth_server.successful_refreshes == 1, "the new token was not renewed again"
+    assert usage_server.count == 2 and not engine.status.usage.error
