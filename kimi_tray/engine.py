@@ -61,6 +61,7 @@ class UsageFetch:
 
     token: str
     after_renewal: bool = False  # the retry with a freshly renewed token after a 401
+    may_renew: bool = True  # False for `status`: a 401 is shown, never answered with a renewal
     outcome: Usage | KimiTrayError | None = None
     done: threading.Event = field(default_factory=threading.Event)
     give_up_at: float = 0.0  # time.monotonic(): an answer later than this is not waited for
@@ -547,7 +548,7 @@ class Renewer:
         due = self.usage_policy.due_at(self._usage_token_ok(now))
         return float("inf") if due is None else max(0.0, due - now)
 
-    def _start_usage_fetch(self, after_renewal: bool = False) -> None:
+    def _start_usage_fetch(self, after_renewal: bool = False, may_renew: bool = True) -> None:
         creds = self._creds
         if creds is None:
             return
@@ -556,7 +557,7 @@ class Renewer:
         except KimiTrayError as exc:
             self._usage_failed(exc)
             return
-        fetch = UsageFetch(creds.access_token, after_renewal)
+        fetch = UsageFetch(creds.access_token, after_renewal, may_renew)
         fetch.give_up_at = time.monotonic() + self.settings.http_timeout + 5.0
         stale_after = self._usage_stale_after()
 
@@ -594,8 +595,10 @@ class Renewer:
             self._usage = outcome
             self.usage_store.save_usage(outcome)
             return
-        assert outcome is not None
-        if isinstance(outcome, UsageUnauthorized) and not self._usage_renewal_did_not_help:
+        if not isinstance(outcome, KimiTrayError):  # cannot happen: done is set after outcome
+            outcome = KimiTrayError("the usage request ended without an answer")
+        if isinstance(outcome, UsageUnauthorized) and fetch.may_renew \
+                and not self._usage_renewal_did_not_help:
             creds = self._creds
             if creds is not None and creds.access_token != fetch.token and not fetch.after_renewal \
                     and self._usage_token_ok(self.clock.now()):
@@ -623,13 +626,14 @@ class Renewer:
         self._usage = (self._usage or Usage(stale_after=self._usage_stale_after())).failed(str(exc), now)
         self.usage_store.save_usage(self._usage)
 
-    def fetch_usage(self, wait: float | None = None) -> Usage | None:
+    def fetch_usage(self, wait: float | None = None, may_renew: bool = True) -> Usage | None:
         """One fetch of the quota, waiting for its answer (the CLI) at most `wait` s (default: the
-        HTTP timeout); on a 401 renew the token first and try once more. Never raises."""
+        HTTP timeout); on a 401 renew the token first (if `may_renew`) and try once more.
+        Never raises."""
         if self._creds is None:
             return self._usage
         if self._usage_fetch is None:
-            self._start_usage_fetch()
+            self._start_usage_fetch(may_renew=may_renew)
         if self._usage_fetch is not None and wait is not None:
             self._usage_fetch.give_up_at = min(self._usage_fetch.give_up_at, time.monotonic() + wait)
         while self._usage_fetch is not None:
@@ -638,7 +642,8 @@ class Renewer:
 
     def usage_for_cli(self, force: bool) -> Usage | None:
         """For `status` (fetch only when the numbers are stale, waiting a few seconds at most: old
-        numbers beat a slow answer there) and `usage` (fetch now)."""
+        numbers beat a slow answer there; a 401 is shown, not answered with a renewal) and `usage`
+        (fetch now)."""
         self._reload_if_changed(force=True)
         now = self.clock.now()
         usage = self._usage
@@ -649,5 +654,5 @@ class Renewer:
         if force:
             return self.fetch_usage()
         if usage is None or (usage.is_stale(now) and not recently_tried):
-            return self.fetch_usage(wait=STATUS_USAGE_WAIT)
+            return self.fetch_usage(wait=STATUS_USAGE_WAIT, may_renew=False)
         return usage

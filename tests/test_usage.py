@@ -650,3 +650,16 @@ def test_a_401_for_a_token_renewed_meanwhile_retries_without_renewing_again(
                     and engine.status.usage.fetched_at is not None, timeout=10)
     assert oauth_server.successful_refreshes == 1, "the new token was not renewed again"
     assert usage_server.count == 2 and not engine.status.usage.error
+
+
+def test_status_never_renews_the_token_for_the_usage_server(env, home, oauth_server, usage_server) -> None:
+    """`status` is a look: panels run it every few seconds. A usage server that refuses every token
+    must not turn that into a renewal (a new refresh token) a minute; `usage` and the tray may."""
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    usage_server.fail_always("401")
+    status = run_cli(["status", "--json"], env)
+    assert status.returncode == 0, status.stderr
+    assert "HTTP 401" in json.loads(status.stdout)["usage"]["error"]
+    assert oauth_server.successful_refreshes == 0 and usage_server.count == 1
+    usage = run_cli(["usage"], env)
+    assert usage.returncode == 1 and oauth_server.successful_refreshes == 1 and usage_server.count == 3
