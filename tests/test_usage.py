@@ -663,3 +663,9 @@ def test_status_never_renews_the_token_for_the_usage_server(env, home, oauth_ser
     assert oauth_server.successful_refreshes == 0 and usage_server.count == 1
     usage = run_cli(["usage"], env)
     assert usage.returncode == 1 and oauth_server.successful_refreshes == 1 and usage_server.count == 3
+
+
+def test_a_reply_far_too_large_to_be_usage_is_refused(usage_server) -> None:
+    usage_server.reply = json.dumps(kimi_reply(NOW)).encode() + b" " * (2 << 20)  # valid JSON, 2 MiB
+    with pytest.raises(TransientError, match="far too large"):
+        UsageClient(usage_server.url).fetch("at-secret", NOW)
