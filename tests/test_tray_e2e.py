@@ -41,7 +41,9 @@ class Tray:
         self.proc = subprocess.Popen([sys.executable, "-m", "kimi_tray", "-v"], env=env, cwd=ROOT,
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
         self.started = time.monotonic()
-        assert wait_for(lambda: desktop.icon_geometry() is not None, timeout=15), self.output()
+        if not wait_for(lambda: desktop.icon_geometry() is not None, timeout=15):
+            self.stop()  # a failed start must not leave a tray running after the test
+            raise AssertionError(f"no tray icon within 15 s:\n{self.output()}")
         self.visible_after = time.monotonic() - self.started
 
     def output(self) -> str:
