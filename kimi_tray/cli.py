@@ -311,7 +311,8 @@ def run_usage(settings: Settings, args: argparse.Namespace) -> int:
         print_usage_lines(status)
     if not fresh:
         if not args.json:
-            print(f"kimi-tray: could not update the usage: {usage.error if usage else 'unknown error'}.",
+            reason = (usage.error if usage else "") or "unknown error"
+            print(f"kimi-tray: could not update the usage: {reason.rstrip('.')}.",
                   file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kimi_tray import logs
 from kimi_tray.clock import Clock, SystemClock
@@ -39,6 +40,8 @@ RETRY_AFTER_CAP = 600.0
 RESUME_JUMP = 60.0
 SYNC_RETRY_FIRST = 30.0
 SYNC_RETRY_CAP = 600.0
+USAGE_WAIT = 1.0  # real seconds a step waits for a usage reply before it goes on without it
+STATUS_USAGE_WAIT = 3.0  # ... and `kimi-tray status` (`kimi-tray usage` waits the HTTP timeout)
 
 Listener = Callable[[Status], None]
 
@@ -50,6 +53,18 @@ def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], fl
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay
+
+
+@dataclass
+class UsageFetch:
+    """One usage request on its own thread, so a slow usage server never holds up a renewal."""
+
+    token: str
+    after_renewal: bool = False  # the retry with a freshly renewed token after a 401
+    may_renew: bool = True  # False for `status`: a 401 is shown, never answered with a renewal
+    outcome: Usage | KimiTrayError | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    give_up_at: float = 0.0  # time.monotonic(): an answer later than this is not waited for
 
 
 @dataclass(frozen=True)
@@ -471,6 +486,7 @@ class Renewer:
         self._usage_seen_renewal = self.state.last_renewal
         self._usage_token_refused = False  # a new token then fetches at once, despite any backoff
         self._usage_renewal_did_not_help = False  # a 401 even with a new token: renew no more for it
+        self._usage_fetch: UsageFetch | None = None  # the request in flight, if any
 
     def _usage_stale_after(self) -> float:
         """Numbers older than their refresh interval (plus the minimum gap) are not fresh."""
@@ -524,52 +540,112 @@ class Renewer:
             if self._usage is None or self._usage.is_stale(now):
                 self.request_usage(urgent=self._usage_token_refused)
                 self._usage_token_refused = False
-        if self.usage_policy.is_due(now, self._usage_token_ok(now)):
-            self.fetch_usage()
+        if self._usage_fetch is None and self.usage_policy.is_due(now, self._usage_token_ok(now)):
+            self._start_usage_fetch()
+        self._collect_usage_fetch(USAGE_WAIT)
 
     def _usage_delay(self, now: float) -> float:
+        if self._usage_fetch is not None:  # its thread wakes the loop when the answer comes
+            return max(0.0, self._usage_fetch.give_up_at - time.monotonic())
         due = self.usage_policy.due_at(self._usage_token_ok(now))
         return float("inf") if due is None else max(0.0, due - now)
 
-    def fetch_usage(self) -> Usage | None:
-        """One fetch of the quota; on a 401 renew the token first and try once more. Never raises."""
+    def _start_usage_fetch(self, after_renewal: bool = False, may_renew: bool = True) -> None:
         creds = self._creds
         if creds is None:
-            return self._usage
-        stale_after = self._usage_stale_after()
+            return
         try:
+            client = self.usage_client
+        except KimiTrayError as exc:
+            self._usage_failed(exc)
+            return
+        fetch = UsageFetch(creds.access_token, after_renewal, may_renew)
+        fetch.give_up_at = time.monotonic() + self.settings.http_timeout + 5.0
+        stale_after = self._usage_stale_after()
+
+        def run() -> None:
             try:
-                usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
-            except UsageUnauthorized:
-                if self._usage_renewal_did_not_help:  # renewing again would not help either
-                    raise
+                fetch.outcome = client.fetch(fetch.token, self.clock.now(), stale_after)
+            except KimiTrayError as exc:
+                fetch.outcome = exc
+            except Exception as exc:  # a thread must not die silently; the log says what happened
+                log.exception("Unexpected error while fetching the Kimi usage")
+                fetch.outcome = KimiTrayError(f"unexpected error ({type(exc).__name__})")
+            finally:
+                fetch.done.set()
+                self._wake.set()
+
+        self._usage_fetch = fetch
+        threading.Thread(target=run, name="kimi-usage", daemon=True).start()
+
+    def _collect_usage_fetch(self, wait: float) -> None:
+        """Take the answer of the request in flight if it came within `wait` s (real time)."""
+        fetch = self._usage_fetch
+        if fetch is None:
+            return
+        if not fetch.done.wait(max(0.0, min(wait, fetch.give_up_at - time.monotonic()))):
+            if time.monotonic() >= fetch.give_up_at:  # left to finish on its own, unheard
+                self._usage_fetch = None
+                self._usage_failed(TransientError("the usage server did not answer in time"))
+            return
+        self._usage_fetch = None
+        outcome = fetch.outcome
+        if isinstance(outcome, Usage):
+            self._usage_renewal_did_not_help = False
+            self.usage_policy.succeeded(outcome.fetched_at or self.clock.now(),
+                                        (w.resets_at for w in outcome.windows))
+            self._usage = outcome
+            self.usage_store.save_usage(outcome)
+            return
+        if not isinstance(outcome, KimiTrayError):  # cannot happen: done is set after outcome
+            outcome = KimiTrayError("the usage request ended without an answer")
+        if isinstance(outcome, UsageUnauthorized) and fetch.may_renew \
+                and not self._usage_renewal_did_not_help:
+            creds = self._creds
+            if creds is not None and creds.access_token != fetch.token and not fetch.after_renewal \
+                    and self._usage_token_ok(self.clock.now()):
+                # Refused a token renewed while the request was under way: ask with the new one.
+                self._start_usage_fetch(after_renewal=True)
+                self._collect_usage_fetch(wait)
+                return
+            if fetch.after_renewal:
+                self._usage_renewal_did_not_help = True  # renewing again would not help either
+            else:
                 log.info("The usage server refused the access token; renewing it first.")
                 self._attempt_refresh(force=True)
-                creds = self._creds
-                if creds is None or self._failures or not self._usage_token_ok(self.clock.now()):
-                    self._usage_token_refused = True
-                    raise
-                try:
-                    usage = self.usage_client.fetch(creds.access_token, self.clock.now(), stale_after)
-                except UsageUnauthorized:
-                    self._usage_renewal_did_not_help = True
-                    raise
-        except KimiTrayError as exc:
-            now = self.clock.now()
-            delay = self.usage_policy.failed(now, getattr(exc, "retry_after", None))
-            log.warning("Could not update the Kimi usage (%s); next try in %.0f s at the earliest.",
-                        exc, delay)
-            self._usage = (self._usage or Usage(stale_after=stale_after)).failed(str(exc), now)
-        else:
-            self._usage_renewal_did_not_help = False
-            self.usage_policy.succeeded(usage.fetched_at or self.clock.now(),
-                                        (w.resets_at for w in usage.windows))
-            self._usage = usage
+                if self._creds is not None and not self._failures \
+                        and self._usage_token_ok(self.clock.now()):
+                    self._start_usage_fetch(after_renewal=True)
+                    self._collect_usage_fetch(wait)
+                    return
+                self._usage_token_refused = True
+        self._usage_failed(outcome)
+
+    def _usage_failed(self, exc: KimiTrayError) -> None:
+        now = self.clock.now()
+        delay = self.usage_policy.failed(now, getattr(exc, "retry_after", None))
+        log.warning("Could not update the Kimi usage (%s); next try in %.0f s at the earliest.", exc, delay)
+        self._usage = (self._usage or Usage(stale_after=self._usage_stale_after())).failed(str(exc), now)
         self.usage_store.save_usage(self._usage)
+
+    def fetch_usage(self, wait: float | None = None, may_renew: bool = True) -> Usage | None:
+        """One fetch of the quota, waiting for its answer (the CLI) at most `wait` s (default: the
+        HTTP timeout); on a 401 renew the token first (if `may_renew`) and try once more.
+        Never raises."""
+        if self._creds is None:
+            return self._usage
+        if self._usage_fetch is None:
+            self._start_usage_fetch(may_renew=may_renew)
+        if self._usage_fetch is not None and wait is not None:
+            self._usage_fetch.give_up_at = min(self._usage_fetch.give_up_at, time.monotonic() + wait)
+        while self._usage_fetch is not None:
+            self._collect_usage_fetch(self._usage_fetch.give_up_at - time.monotonic())
         return self._usage
 
     def usage_for_cli(self, force: bool) -> Usage | None:
-        """For `status` (fetch only when the numbers are stale) and `usage` (fetch now)."""
+        """For `status` (fetch only when the numbers are stale, waiting a few seconds at most: old
+        numbers beat a slow answer there; a 401 is shown, not answered with a renewal) and `usage`
+        (fetch now)."""
         self._reload_if_changed(force=True)
         now = self.clock.now()
         usage = self._usage
@@ -577,6 +653,8 @@ class Renewer:
             return usage
         recently_tried = (usage is not None and usage.checked_at is not None
                           and now - usage.checked_at < USAGE_MIN_GAP)
-        if force or usage is None or (usage.is_stale(now) and not recently_tried):
+        if force:
             return self.fetch_usage()
+        if usage is None or (usage.is_stale(now) and not recently_tried):
+            return self.fetch_usage(wait=STATUS_USAGE_WAIT, may_renew=False)
         return usage

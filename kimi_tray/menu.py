@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kimi_tray.health import Health, Status
+from kimi_tray.usage.model import Usage, UsageWindow
 from kimi_tray.usage.text import age_line, plan_words, short_line, window_line
 
 USAGE_SLOTS = 4  # menu lines for quota windows (the week, the 5-hour one, and room for more)
@@ -123,10 +124,25 @@ def usage_entries(status: Status) -> list[MenuEntry]:
     if usage is None:
         return []
     live = not usage.is_stale(status.now)
-    entries = [MenuEntry(f"usage_{i}", window_line(window, status.now), enabled=live)
-               for i, window in enumerate(usage.windows[:USAGE_SLOTS])]
+    lines = [window_line(window, status.now) for window in menu_windows(usage)]
+    if len(usage.windows) > USAGE_SLOTS:
+        lines.append(f"{len(usage.windows) - len(lines)} more windows: kimi-tray status lists them all")
+    entries = [MenuEntry(f"usage_{i}", line, enabled=live) for i, line in enumerate(lines)]
     entries.append(MenuEntry("usage_age", age_line(usage, status.now), enabled=live))
     return entries
+
+
+def menu_windows(usage: Usage) -> list[UsageWindow]:
+    """All windows when they fit; otherwise the first ones, always with the most constrained, and
+    one slot left to say how many are not shown."""
+    windows = list(usage.windows)
+    if len(windows) <= USAGE_SLOTS:
+        return windows
+    shown = windows[:USAGE_SLOTS - 1]
+    tightest = usage.most_constrained()
+    if tightest is not None and tightest not in shown:
+        shown = windows[:USAGE_SLOTS - 2] + [tightest]
+    return shown
 
 
 def tooltip(status: Status) -> str:

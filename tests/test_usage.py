@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from kimi_tray.usage import FetchPolicy, UsageClient, UsageStore, UsageUnauthori
 from kimi_tray.usage.alerts import UsageAlerts
 from kimi_tray.usage.model import Usage, UsageFormatError, UsageWindow, parse_time, plan_name
 from kimi_tray.usage.text import age_line, format_span, short_line, window_line
-from tests.conftest import kimi_file, run_cli, write_credentials
+from tests.conftest import kimi_file, run_cli, wait_for, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage, kimi_reply
 
@@ -509,3 +510,180 @@ def test_a_plain_http_api_base_refuses_usage_but_never_stops_renewal(env, home, 
     refused = run_cli(["usage"], plain)
     assert refused.returncode == 1 and usage_server.count == 0
     assert "uses plain http; only https is allowed" in refused.stdout + refused.stderr
+
+
+# --------------------------------------------------------------------------- hostile replies
+@pytest.mark.parametrize("reset", [1e300, "99999999999999999999999", -5, "-62135596800", 1e400])
+def test_reset_times_out_of_any_calendar_are_unknown_not_a_crash(reset) -> None:
+    body = {"usage": {"limit": 100, "used": 10, "resetTime": reset}}
+    window = parse_usages(body, fetched_at=NOW).windows[0]
+    assert window.resets_at is None
+    assert window_line(window, NOW) == "Week: 10 % used"
+    cached = Usage.from_cache({"fetched_at": NOW, "windows": [
+        {"name": "Week", "used": 10, "limit": 100, "remaining": 90, "resets_at": 1e300}]}, 360)
+    assert cached is not None and cached.windows[0].resets_at is None, "an edited usage.json too"
+
+
+def test_epoch_seconds_with_a_fraction_are_a_time() -> None:
+    assert parse_time("1800000000.5") == 1_800_000_000.5
+
+
+def test_names_from_the_server_fit_one_menu_line(caplog) -> None:
+    body = {"user": {"membershipLevel": "LEVEL_" + "GOLD" * 500},
+            "limits": [{"window": {"duration": 5, "timeUnit": "TIME_UNIT_" + "X" * 5000},
+                        "detail": {"limit": 10, "remaining": 5}},
+                       {"window": {"duration": 1e300, "timeUnit": "TIME_UNIT_MINUTE"},
+                        "detail": {"limit": 10, "remaining": 5}},
+                       {"window": {"duration": 3, "timeUnit": "TIME_UNIT_\nEVIL\tU\x1b[31m"},
+                        "detail": {"limit": 10, "remaining": 5}}]}
+    usage = parse_usages(body, fetched_at=NOW)
+    assert len(usage.plan) <= 32
+    for window in usage.windows:
+        assert len(window.name) <= 32, window.name
+        assert window.name.isprintable(), repr(window.name)
+        assert len(window_line(window, NOW)) <= 80
+    assert usage.windows[2].name == "3 evil u [31m"
+
+
+# --------------------------------------------------------------------------- a slow server
+def test_a_trickling_reply_ends_at_the_clients_timeout(usage_server) -> None:
+    """A byte every half second never trips httpx's per-read timeout; the whole reply has a deadline."""
+    usage_server.fail_next("trickle:0.5")
+    outcome: list[BaseException | Usage] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(UsageClient(usage_server.url, timeout=2).fetch("at-secret", NOW))
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "still reading the reply a byte at a time"
+    assert isinstance(outcome[0], TransientError) and "did not answer in time" in str(outcome[0])
+
+
+def test_a_hanging_usage_server_never_holds_up_the_engine(settings, home, oauth_server,
+                                                          usage_server) -> None:
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock)
+    usage_server.fail_next("slow:6")
+    engine = Renewer(quiet_settings(settings), clock=clock)
+    engine.watch_usage()
+    started = time.monotonic()
+    engine.step()
+    assert time.monotonic() - started < 3, "the step went on while the usage server hung"
+    assert wait_for(lambda: usage_server.count == 1, timeout=2)
+    engine.request_renew()  # Renew now, clicked while the usage request hangs
+    started = time.monotonic()
+    engine.step()
+    assert time.monotonic() - started < 3 and oauth_server.successful_refreshes == 1, \
+        "the renewal did not wait for the usage server"
+    assert engine.status.usage is None or engine.status.usage.fetched_at is None
+    assert wait_for(lambda: (engine.step(), engine.status.usage)[1] is not None
+                    and engine.status.usage.fetched_at is not None, timeout=10), \
+        "the late answer is shown once it arrives"
+    assert usage_server.count == 1 and not engine.status.usage.error
+
+
+def test_a_plain_http_usage_url_is_refused_but_the_token_still_renews(env, home, oauth_server,
+                                                                    settings) -> None:
+    """KIMI_CODE_BASE_URL belongs to the Kimi CLI: a plain-http value there (a LAN proxy, say) must
+    never carry our token, and must not stop the renewals either."""
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, time.time() + 880)
+    plain = {**env, "KIMI_CODE_BASE_URL": "http://api.example.com/coding/v1"}
+    status = run_cli(["status"], plain)
+    assert status.returncode == 0, status.stderr
+    assert ("Usage unknown: The Kimi API base URL (usage_base_url, or KIMI_CODE_BASE_URL) "
+            "http://api.example.com/coding/v1 uses plain http") in status.stdout
+    usage = run_cli(["usage"], plain)
+    assert usage.returncode == 1 and "only https is allowed" in usage.stderr
+    clock = FakeClock(start=time.time())
+    engine = Renewer(quiet_settings(settings, usage_base_url="http://api.example.com/coding/v1"),
+                     clock=clock)
+    engine.watch_usage()
+    for _ in range(20):
+        clock.advance(engine.step())
+    assert oauth_server.successful_refreshes >= 1 and engine.status.health.is_ok
+    assert "plain http" in engine.status.usage.error
+    for out in (status.stdout, status.stderr, usage.stdout, usage.stderr):
+        assert tokens["access_token"] not in out
+
+
+def test_status_waits_only_briefly_for_a_slow_usage_server(env, home, oauth_server, usage_server) -> None:
+    """`status` is a quick look (panels and scripts call it in a loop): old numbers beat a long wait."""
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    usage_server.fail_next("slow:9")
+    started = time.monotonic()
+    status = run_cli(["status", "--json"], env)
+    took = time.monotonic() - started
+    assert status.returncode == 0, status.stderr
+    assert took < 7, f"status waited {took:.1f} s for the usage server"
+    assert "did not answer in time" in json.loads(status.stdout)["usage"]["error"]
+
+
+def test_alert_memory_of_the_wrong_shape_is_forgotten_not_fatal(tmp_path) -> None:
+    """A usage.json edited by hand (or by an older version) must not silence every notification."""
+    (tmp_path / "usage.json").write_text(json.dumps(
+        {"alerts": {"5 h": "x", "Week": {"levels": "abc", "exhausted": "no"}}}))
+    store, notes = UsageStore(tmp_path), RecordingNotifier()
+    alerts = UsageAlerts(notes, store, (80, 95))
+    usage = Usage("", NOW, (UsageWindow("5 h", 190, 200, 10, None), UsageWindow("Week", 10, 200, 190, None)))
+    alerts.check(usage, NOW)
+    assert [title for title, _ in notes.sent] == ["Kimi quota 95 % used"]
+    assert store.load_alerts()["5 h"] == {"levels": [80.0, 95.0], "exhausted": False}
+    alerts.check(usage, NOW + 300)
+    assert len(notes.sent) == 1, "and it is remembered again"
+
+
+def test_two_windows_with_the_same_name_notify_once_each(tmp_path) -> None:
+    """A 7-day entry in `limits` is named like the weekly quota; alerts remember windows by name."""
+    body = {"usage": {"limit": 100, "used": 85},
+            "limits": [{"window": {"duration": 7, "timeUnit": "TIME_UNIT_DAY"},
+                        "detail": {"limit": 100, "remaining": 90}}]}
+    usage = parse_usages(body, fetched_at=NOW)
+    assert [w.name for w in usage.windows] == ["Week", "Week (2)"]
+    notes = RecordingNotifier()
+    alerts = UsageAlerts(notes, UsageStore(tmp_path), (80, 95))
+    for minute in range(0, 30, 5):
+        alerts.check(parse_usages(body, fetched_at=NOW + 60 * minute), NOW + 60 * minute)
+    assert [title for title, _ in notes.sent] == ["Kimi quota 80 % used"]
+
+
+def test_a_401_for_a_token_renewed_meanwhile_retries_without_renewing_again(
+        settings, home, oauth_server, usage_server) -> None:
+    clock = FakeClock(start=time.time())
+    tokens = seed(home, oauth_server, clock)
+    usage_server.fail_next("slow:4")  # the request with the old token is slow...
+    engine = Renewer(quiet_settings(settings), clock=clock)
+    engine.watch_usage()
+    engine.step()
+    engine.request_renew()  # ...and the token is renewed while it hangs
+    engine.step()
+    assert oauth_server.successful_refreshes == 1
+    usage_server.rejected_tokens.add(tokens["access_token"])  # so the old one is refused
+    assert wait_for(lambda: (engine.step(), engine.status.usage)[1] is not None
+                    and engine.status.usage.fetched_at is not None, timeout=10)
+    assert oauth_server.successful_refreshes == 1, "the new token was not renewed again"
+    assert usage_server.count == 2 and not engine.status.usage.error
+
+
+def test_status_never_renews_the_token_for_the_usage_server(env, home, oauth_server, usage_server) -> None:
+    """`status` is a look: panels run it every few seconds. A usage server that refuses every token
+    must not turn that into a renewal (a new refresh token) a minute; `usage` and the tray may."""
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    usage_server.fail_always("401")
+    status = run_cli(["status", "--json"], env)
+    assert status.returncode == 0, status.stderr
+    assert "HTTP 401" in json.loads(status.stdout)["usage"]["error"]
+    assert oauth_server.successful_refreshes == 0 and usage_server.count == 1
+    usage = run_cli(["usage"], env)
+    assert usage.returncode == 1 and oauth_server.successful_refreshes == 1 and usage_server.count == 3
+
+
+def test_a_reply_far_too_large_to_be_usage_is_refused(usage_server) -> None:
+    usage_server.reply = json.dumps(kimi_reply(NOW)).encode() + b" " * (2 << 20)  # valid JSON, 2 MiB
+    with pytest.raises(TransientError, match="far too large"):
+        UsageClient(usage_server.url).fetch("at-secret", NOW)

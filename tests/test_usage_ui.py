@@ -101,3 +101,15 @@ def test_the_tray_menu_shows_its_lines_in_the_order_the_menu_model_gives(env, de
     assert result.returncode == 0, result.stderr
     shown = result.stdout.split()
     assert [key for key in shown if key != "autostart"] == [k for k in expected if k != "autostart"], shown
+
+
+def test_more_windows_than_menu_lines_keep_the_most_constrained_and_say_how_many_are_left() -> None:
+    status = status_for_preview(Health.FRESH, 0.7)
+    windows = tuple(UsageWindow(f"{d} d", 10 * d, 1000, 1000 - 10 * d, None) for d in range(1, 8))
+    windows += (UsageWindow("5 h", 190, 200, 10, None),)  # the one about to run out comes last
+    entries = usage_entries(dataclasses.replace(status, usage=Usage("", status.now, windows)))
+    labels = [e.label for e in entries]
+    assert len(entries) <= 5, labels
+    assert "5 h: 95 % used" in labels, "the most constrained window is never left out"
+    assert labels[-2] == "5 more windows: kimi-tray status lists them all", labels
+    assert labels[-1].startswith("as of ")

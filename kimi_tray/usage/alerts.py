@@ -48,9 +48,13 @@ class UsageAlerts:
             if fraction is None:
                 continue
             percent = 100 * fraction
-            before: dict[str, Any] = memory.get(window.name) or {}
-            sent = {float(t) for t in before.get("levels", []) if isinstance(t, (int, float))}
-            was_exhausted = bool(before.get("exhausted"))
+            before: Any = memory.get(window.name)
+            if not isinstance(before, dict):  # nothing remembered, or not in our shape
+                before = {}
+            levels = before.get("levels")
+            levels = levels if isinstance(levels, list) else []
+            sent = {float(t) for t in levels if isinstance(t, (int, float)) and not isinstance(t, bool)}
+            was_exhausted = before.get("exhausted") is True
             sent = {t for t in sent if percent >= t}  # below a threshold again: a new episode
             if window.exhausted:
                 if not was_exhausted and self.exhausted:

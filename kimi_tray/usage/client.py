@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 
 from kimi_tray.config import API_BASE_WHAT, check_https_url
@@ -10,6 +13,7 @@ from kimi_tray.oauth import _retry_after
 from kimi_tray.usage.model import Usage, UsageFormatError, parse_usages
 
 USAGES_PATH = "/usages"
+MAX_REPLY = 1 << 20  # the real reply is well under a kilobyte
 
 
 class UsageUnauthorized(KimiTrayError):
@@ -21,6 +25,7 @@ class UsageClient:
                  transport: httpx.BaseTransport | None = None) -> None:
         check_https_url(base_url, API_BASE_WHAT)
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self._client = httpx.Client(headers=headers or {}, timeout=timeout, transport=transport,
                                     follow_redirects=False, trust_env=False)
 
@@ -28,16 +33,39 @@ class UsageClient:
         self._client.close()
 
     def fetch(self, access_token: str, now: float, stale_after: float = 360.0) -> Usage:
-        """One request. Raises UsageUnauthorized, or TransientError (network, 429, 5xx, bad JSON)."""
+        """One request, done within `timeout` in all (httpx's timeouts are per read, so a server
+        sending a byte now and then would otherwise hold us for ever).
+        Raises UsageUnauthorized, or TransientError (network, 429, 5xx, bad JSON, too slow)."""
         url = self.base_url + USAGES_PATH
+        deadline = time.monotonic() + self.timeout
+        too_slow = TransientError(f"the usage server at {self.base_url} did not answer in time")
         try:
-            response = self._client.get(url, headers={"Authorization": f"Bearer {access_token}",
-                                                      "Accept": "application/json"})
+            with self._client.stream("GET", url, headers={"Authorization": f"Bearer {access_token}",
+                                                          "Accept": "application/json"}) as response:
+                self._check_status(response)
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if time.monotonic() > deadline:
+                        raise too_slow
+                    if len(data) > MAX_REPLY:
+                        raise TransientError("the usage server sent a reply far too large to be usage")
         except httpx.TimeoutException:
-            raise TransientError(f"the usage server at {self.base_url} did not answer in time") from None
+            raise too_slow from None
         except httpx.TransportError as exc:
             raise TransientError(
                 f"could not reach the usage server at {self.base_url} ({type(exc).__name__})") from None
+        try:
+            body = json.loads(bytes(data))
+        except ValueError:
+            raise TransientError("the usage server sent a reply that is not JSON") from None
+        try:
+            return parse_usages(body, stale_after=stale_after, fetched_at=now)
+        except UsageFormatError as exc:
+            raise TransientError(str(exc).rstrip(".")) from None
+
+    @staticmethod
+    def _check_status(response: httpx.Response) -> None:
         status = response.status_code
         if status in (401, 403):
             raise UsageUnauthorized(f"the usage server refused the access token (HTTP {status})")
@@ -46,11 +74,3 @@ class UsageClient:
                                  _retry_after(response.headers.get("Retry-After")))
         if status != 200:
             raise TransientError(f"the usage server answered HTTP {status}")
-        try:
-            body = response.json()
-        except ValueError:
-            raise TransientError("the usage server sent a reply that is not JSON") from None
-        try:
-            return parse_usages(body, stale_after=stale_after, fetched_at=now)
-        except UsageFormatError as exc:
-            raise TransientError(str(exc).rstrip(".")) from None

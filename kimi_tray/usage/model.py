@@ -126,13 +126,14 @@ class Usage:
             return None
         try:
             windows = tuple(
-                UsageWindow(str(w["name"]), float(w["used"]), _opt_float(w.get("limit")),
-                            _opt_float(w.get("remaining")), _opt_float(w.get("resets_at")),
+                UsageWindow(clean_name(str(w["name"])), float(w["used"]), _opt_float(w.get("limit")),
+                            _opt_float(w.get("remaining")), _epoch(_opt_float(w.get("resets_at"))),
                             _opt_float(w.get("length")))
                 for w in data.get("windows") or ()
             )
-            return cls(plan=str(data.get("plan") or ""), fetched_at=_opt_float(data.get("fetched_at")),
-                       windows=windows, error=str(data.get("error") or ""), stale_after=stale_after,
+            return cls(plan=clean_name(str(data.get("plan") or "")),
+                       fetched_at=_opt_float(data.get("fetched_at")), windows=windows,
+                       error=str(data.get("error") or ""), stale_after=stale_after,
                        checked_at=_opt_float(data.get("checked_at")))
         except (KeyError, TypeError, ValueError):
             return None
@@ -170,8 +171,18 @@ def parse_usages(body: Any, stale_after: float = 360.0, fetched_at: float | None
         log.info("Ignoring the usage reply's `limits`: not a list.")
     if not windows:
         raise UsageFormatError("The Kimi usage reply holds no quota window we can read.")
-    return Usage(plan=plan_name(body.get("user")), fetched_at=fetched_at, windows=tuple(windows),
+    return Usage(plan=plan_name(body.get("user")), fetched_at=fetched_at, windows=_unique(windows),
                  stale_after=stale_after, checked_at=fetched_at)
+
+
+def _unique(windows: list[UsageWindow]) -> tuple[UsageWindow, ...]:
+    """'Week', 'Week (2)': names tell the lines apart, and notifications are remembered by name."""
+    seen: dict[str, int] = {}
+    named = []
+    for window in windows:
+        count = seen[window.name] = seen.get(window.name, 0) + 1
+        named.append(window if count == 1 else replace(window, name=f"{window.name} ({count})"))
+    return tuple(named)
 
 
 def plan_name(user: Any) -> str:
@@ -180,7 +191,16 @@ def plan_name(user: Any) -> str:
     if not isinstance(level, str) or not level.strip():
         return ""
     words = re.sub(r"^(MEMBERSHIP_)?LEVEL_", "", level.strip()).replace("_", " ")
-    return words.title() if words.isupper() else words
+    return clean_name(words.title() if words.isupper() else words)
+
+
+NAME_MAX = 24
+
+
+def clean_name(text: str) -> str:
+    """A name from the server as one short printable line: it goes into a menu and a tooltip."""
+    words = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return words if len(words) <= NAME_MAX else words[:NAME_MAX - 1].rstrip() + "…"
 
 
 def _limit_window(entry: Any, index: int) -> UsageWindow | None:
@@ -189,7 +209,7 @@ def _limit_window(entry: Any, index: int) -> UsageWindow | None:
         return None
     name, length = window_name(entry.get("window"))
     detail = entry.get("detail", entry)
-    return _window(name or f"Limit {index + 1}", detail, length)
+    return _window(clean_name(name) or f"Limit {index + 1}", detail, length)
 
 
 def window_name(window: Any) -> tuple[str, float | None]:
@@ -205,6 +225,8 @@ def window_name(window: Any) -> tuple[str, float | None]:
     if seconds is None:
         word = re.sub(r"^TIME_UNIT_", "", unit).lower() or "units"
         return f"{_num(duration)} {word}", None
+    if duration * seconds > 366 * 86400:  # no quota window spans years: a garbled reply
+        return "", None
     return span_name(duration * seconds), duration * seconds
 
 
@@ -256,17 +278,29 @@ def _number(value: Any) -> float | None:
 
 
 def _num(value: float) -> str:
-    return str(int(value)) if value.is_integer() else f"{value:g}"
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+_EPOCH_TEXT = re.compile(r"-?\d+(\.\d+)?")
+
+
+LAST_EPOCH = 253402300799.0  # 9999-12-31 23:59:59 UTC: later times cannot be shown as dates
+
+
+def _epoch(value: float | None) -> float | None:
+    """A time we can show, or None (0 and negative times, or beyond year 9999, are garbage)."""
+    return value if value is not None and 0 < value <= LAST_EPOCH else None
 
 
 def parse_time(value: Any) -> float | None:
     """ISO 8601 ('2026-12-01T00:00:00Z', nanoseconds allowed) or epoch seconds/milliseconds."""
-    number = _number(value) if not isinstance(value, str) or value.strip().lstrip("-").isdigit() else None
+    number = _number(value) if not isinstance(value, str) or _EPOCH_TEXT.fullmatch(value.strip()) else None
     if number is not None:
-        return number / 1000 if number > 1e11 else number
+        epoch = _epoch(number / 1000 if number > 1e11 else number)
+        if epoch is None:
+            log.info("Ignoring a usage reset time out of any calendar: %r.", str(value)[:40])
+        return epoch
     if not isinstance(value, str) or not value.strip():
         return None
     text = _FRACTION.sub(r"\1", value.strip())
@@ -279,4 +313,4 @@ def parse_time(value: Any) -> float | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.timestamp()
+    return _epoch(moment.timestamp())

@@ -70,7 +70,8 @@ class FakeKimiUsage:
         self.server.server_close()
 
     def fail_next(self, *faults: str) -> None:
-        """Queue faults: '401', '403', '429:<retry-after>', '500', 'malformed', 'drop', 'slow:<s>'."""
+        """Queue faults: '401', '403', '429:<retry-after>', '500', 'malformed', 'drop', 'slow:<s>',
+        'trickle:<s>' (the headers at once, then one byte of the body every <s> seconds)."""
         with self._lock:
             self.faults.extend(faults)
 
@@ -100,6 +101,21 @@ class FakeKimiUsage:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _trickle(self, every: float) -> None:
+                """A reply that never times out a per-read timeout: a byte now and then, for minutes."""
+                data = json.dumps(owner.reply).encode() + b" " * 600
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    for byte in data:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(every)
+                except OSError:  # the client gave up: what we want
+                    self.close_connection = True
+
             def do_GET(self) -> None:  # noqa: N802
                 auth = self.headers.get("Authorization", "")
                 with owner._lock:
@@ -110,6 +126,8 @@ class FakeKimiUsage:
                     kind, _, arg = fault.partition(":")
                     if kind == "slow":
                         time.sleep(float(arg or 2))
+                    elif kind == "trickle":
+                        return self._trickle(float(arg or 1))
                     elif kind == "drop":
                         self.close_connection = True
                         self.connection.shutdown(2)
