@@ -1,10 +1,6 @@
 """Command line: tray (default), daemon, status, renew, login, autostart, doctor.
 
-Exit codes, the same for every command:
-  0  success (status: the token is fresh or ageing)
-  1  failure (server unreachable after retries, bad local file, expired token, ...)
-  2  bad usage
-  3  a browser login is needed (refresh token dead, or no credentials)
+Exit codes, the same for every command, are in kimi_tray/exit_codes.py.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from kimi_tray import __version__
+from kimi_tray import __version__, exit_codes
 from kimi_tray.config import Settings, load_settings
 from kimi_tray.errors import ConfigError, KimiTrayError, LoginNeeded
 from kimi_tray.health import Health, Status, format_duration
@@ -29,14 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_LOGIN = 0, 1, 2, 3
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_LOGIN = (exit_codes.OK, exit_codes.FAILURE, exit_codes.USAGE,
+                                              exit_codes.LOGIN_NEEDED)
 
-EPILOG = """exit codes:
-  0  success; for status: the token is fresh or ageing
-  1  failure (server unreachable after retries, bad local file, token expired, ...)
-  2  bad usage
-  3  a browser login is needed (refresh token dead or no credentials): run `kimi-tray login`
-"""
+EPILOG = exit_codes.help_text()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[command](settings, args)
     except KeyboardInterrupt:
         print("\nkimi-tray: cancelled.", file=sys.stderr)
-        return 130
+        return exit_codes.CANCELLED
     except KimiTrayError as exc:
         print(f"kimi-tray: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -170,8 +162,13 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
 def run_renew(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings.log_dir, to_stderr=args.verbose, verbose=args.verbose)
     renewer = _renewer(settings)
+
+    def progress(attempt: int, most: int, reason: str, delay: float) -> None:
+        print(f"kimi-tray: attempt {attempt} of {most} failed: {reason}; next in {delay:.0f} s.",
+              file=sys.stderr, flush=True)
+
     try:
-        result = renewer.renew(force=True)
+        result = renewer.renew(force=True, on_retry=progress)
     except LoginNeeded as exc:
         print(f"kimi-tray: {exc} Run `kimi-tray login`.", file=sys.stderr)
         return EXIT_LOGIN

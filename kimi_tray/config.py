@@ -45,7 +45,8 @@ class Settings:
     renew_give_up_after: float = 45.0
     poll_interval: float = 30.0  # daemon: how often to stat the credential file
     tray_poll_interval: float = 60.0  # tray: the same, and the redraw, in one wake a minute
-    http_timeout: float = 15.0
+    http_timeout: float = 15.0  # one refresh request outside the Kimi lock (connect and read)
+    locked_http_timeout: float = 3.0  # read timeout under the Kimi lock (connect: at most 2 s)
     config_file: Path | None = None
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -62,7 +63,7 @@ def config_path() -> Path:
 _PATH_KEYS = {"kimi_share_dir", "kimi_code_home", "credentials_file", "openclaw_state_dir",
               "state_dir", "log_dir"}
 _FLOAT_KEYS = {"lock_timeout", "renew_give_up_after", "poll_interval", "tray_poll_interval",
-               "http_timeout"}
+               "http_timeout", "locked_http_timeout"}
 _LIST_KEYS = {"openclaw_command", "openclaw_agents"}
 _STR_KEYS = {"oauth_host", "client_id", "openclaw_mode", "openclaw_profile_id",
              "openclaw_legacy_profile_id"}
@@ -76,6 +77,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if path.is_file():
         values.update(_read_toml(path))
         values["config_file"] = path
+    elif path.exists() or path.is_symlink():
+        kind = "a directory" if path.is_dir() else "not a regular file (a broken link?)"
+        raise ConfigError(f"The config file {path} is {kind}; make it a TOML file or remove it.")
 
     home = Path(env.get("HOME") or Path.home())
     if env.get("KIMI_SHARE_DIR"):

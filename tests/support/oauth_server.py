@@ -45,6 +45,8 @@ class FakeKimiOAuth:
         self.refresh_calls = 0
         self.successful_refreshes = 0
         self.requests: list[dict] = []
+        self.issued: list[str] = []  # every token handed out, for the no-leak checks
+        self.rotations: list[dict] = []  # per successful refresh: when it rotated, when it answered
         self.devices: dict[str, DeviceLogin] = {}
         self.device_script: list[str] = ["pending", "ok"]
         self._counter = itertools.count(1)
@@ -73,10 +75,12 @@ class FakeKimiOAuth:
             refresh = make_jwt({"sub": "user", "exp": self.refresh_exp, "n": n})
         else:
             refresh = f"rt-{n}-{secrets.token_urlsafe(24)}"
+        access = f"at-{n}-{secrets.token_urlsafe(32)}"
         with self._lock:
             self.valid_refresh.add(refresh)
+            self.issued.extend((access, refresh))
         return {
-            "access_token": f"at-{n}-{secrets.token_urlsafe(32)}",
+            "access_token": access,
             "refresh_token": refresh,
             "expires_in": self.lifetime,
             "scope": "kimi-code",
@@ -88,8 +92,10 @@ class FakeKimiOAuth:
             self.valid_refresh.clear()
 
     def fail_next(self, *faults: str) -> None:
-        """Queue faults: '500', '429:<retry-after>', 'slow:<seconds>', 'drop', 'malformed',
-        'missing', '401', '403'."""
+        """Queue faults: '500', '502', '429:<retry-after>', '429-bare' (no Retry-After),
+        'slow:<seconds>' (before anything), 'late:<seconds>' (rotate, then answer that much later),
+        'expires:<raw JSON number>' (rotate, answer with that expires_in), 'drop', 'reset',
+        'malformed', 'missing', '401', '403'."""
         with self._lock:
             self.faults.extend(faults)
 
@@ -121,7 +127,11 @@ class FakeKimiOAuth:
                 self.end_headers()
                 self.wfile.write(data)
 
+            late = 0.0
+            raw_expires: str | None = None
+
             def do_POST(self) -> None:  # noqa: N802
+                self.late, self.raw_expires = 0.0, None
                 length = int(self.headers.get("Content-Length") or 0)
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 with owner._lock:
@@ -147,12 +157,26 @@ class FakeKimiOAuth:
                 if kind == "slow":
                     time.sleep(float(arg or 2))
                     return False
+                if kind in ("late", "expires"):
+                    self.late, self.raw_expires = (float(arg), None) if kind == "late" else (0.0, arg)
+                    return False
+                if kind == "reset":
+                    import socket
+                    import struct
+
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return True
                 if kind == "drop":
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return True
-                if kind == "500":
-                    self._reply(500, {"error": "server_error"})
+                if kind in ("500", "502"):
+                    self._reply(int(kind), {"error": "server_error"})
+                elif kind == "429-bare":
+                    self._reply(429, {"error": "rate_limited"})
                 elif kind == "503":
                     self._reply(503, b"<html>unavailable</html>")
                 elif kind == "429":
@@ -176,9 +200,23 @@ class FakeKimiOAuth:
                 if not alive:
                     return self._reply(400, {"error": "invalid_grant",
                                              "error_description": "refresh token revoked"})
+                rotated = time.time()
                 with owner._lock:
                     owner.successful_refreshes += 1
-                self._reply(200, owner.issue())
+                tokens = owner.issue()
+                body: object = tokens
+                if self.raw_expires is not None:
+                    tokens.pop("expires_in")
+                    body = (json.dumps(tokens)[:-1] + f', "expires_in": {self.raw_expires}}}').encode()
+                if self.late:
+                    time.sleep(self.late)
+                try:
+                    self._reply(200, body)
+                    self.wfile.flush()
+                finally:
+                    with owner._lock:
+                        owner.rotations.append({"rotated": rotated, "answered": time.time(),
+                                                "refresh_token": tokens["refresh_token"]})
 
             def _device_authorization(self) -> None:
                 n = next(owner._counter)
