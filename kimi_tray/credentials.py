@@ -91,23 +91,28 @@ class CredentialSource:
             size = 0
         try:
             ensure_private_dir(self.path.parent)
-            return PreparedWrite(self.path, max(SAVE_RESERVE, 2 * size))
+            prepared = PreparedWrite(self.path, max(SAVE_RESERVE, 2 * size))
         except LocalFileError as exc:
             raise LocalFileError(
                 f"{exc} The token was not refreshed, so nothing is lost; fix this and renew again."
             ) from None
+        prepared.base = self._read_existing()  # read now, so only the rename is left afterwards
+        return prepared
+
+    def _read_existing(self) -> tuple[dict[str, Any], bytes | None]:
+        if self.path.exists():
+            try:
+                return read_json_object(self.path)
+            except LocalFileError:
+                pass
+        return {}, None
 
     def save(self, access_token: str, refresh_token: str, expires_at: float, expires_in: float,
              scope: str = "", token_type: str = "Bearer",
              prepared: PreparedWrite | None = None) -> Credentials:
         """Write new tokens, keeping every field we do not own (for both owners; see README)."""
-        existing: dict[str, Any] = {}
-        original: bytes | None = None
-        if self.path.exists():
-            try:
-                existing, original = read_json_object(self.path)
-            except LocalFileError:
-                existing, original = {}, None
+        base = prepared.base if prepared is not None and prepared.base is not None else None
+        existing, original = base if base is not None else self._read_existing()
         # The TypeScript CLI reads expires_at as integer seconds; its own writes drop foreign
         # fields, ours keep them (nothing of another program's is removed by us).
         stored_expiry: float = int(expires_at) if self.owner == TYPESCRIPT_CLI else float(expires_at)
@@ -125,7 +130,7 @@ class CredentialSource:
             ensure_private_dir(self.path.parent)
             atomic_write(self.path, data)
         else:
-            prepared.commit(data)
+            prepared.commit(data, rename_first=True)
         return parse_credentials(self.path, updated)
 
     def sweep_temp_files(self) -> None:

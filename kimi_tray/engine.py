@@ -189,6 +189,8 @@ class Renewer:
                 else:
                     if token is None:
                         return sent, False
+                    if sent is not creds:  # the file changed since the save was prepared
+                        prepared.base = None
                     return self._save_new(token, sent.refresh_token, prepared), True
         log.info("%s Trying again outside the Kimi lock.", slow_error)
         with self.source.prepare_save() as prepared:
@@ -197,6 +199,7 @@ class Renewer:
             with self._kimi_lock(deadline):
                 if token is None:
                     return self._read_credentials(), False
+                prepared.base = None  # read outside the lock: read it again under it
                 return self._save_new(token, sent.refresh_token, prepared), True
 
     def _kimi_lock(self, deadline: float | None) -> AbstractContextManager[object]:

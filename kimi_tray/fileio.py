@@ -44,29 +44,38 @@ class PreparedWrite:
         )
         self._fd: int | None = None
         self._committed = False
+        self.base: tuple[dict[str, Any], bytes | None] | None = None  # the target as read before
         check_replaceable(self.target)
         try:
             self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+            os.fchmod(self._fd, mode)  # exactly `mode`, whatever the umask
             _write_all(self._fd, b" " * max(1, reserve))
             os.fsync(self._fd)
         except OSError as exc:
             self.discard()
             raise LocalFileError(f"Could not write {path}: {exc.strerror or exc}.") from None
 
-    def commit(self, data: bytes) -> None:
-        """Overwrite the reserved bytes with `data`, fsync, rename over the target."""
+    def commit(self, data: bytes, rename_first: bool = False) -> None:
+        """Overwrite the reserved bytes with `data`, fsync, rename over the target.
+
+        `rename_first` renames before the fsync (both still happen before this returns): for a
+        token the server has just rotated, where a kill before the rename loses the login, while
+        the page cache already protects the complete file against a kill.
+        """
         if self._fd is None:
             raise LocalFileError(f"Could not write {self.path}: the prepared file is gone.")
         try:
             os.lseek(self._fd, 0, os.SEEK_SET)
             _write_all(self._fd, data)
             os.ftruncate(self._fd, len(data))
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-            os.chmod(self.tmp, self.mode)
+            if not rename_first:
+                os.fsync(self._fd)
             os.replace(self.tmp, self.target)
             self._committed = True
+            if rename_first:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
         except OSError as exc:
             self.discard()
             raise LocalFileError(f"Could not write {self.path}: {exc.strerror or exc}.") from None

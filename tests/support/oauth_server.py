@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -47,6 +48,10 @@ class FakeKimiOAuth:
         self.requests: list[dict] = []
         self.issued: list[str] = []  # every token handed out, for the no-leak checks
         self.rotations: list[dict] = []  # per successful refresh: when it rotated, when it answered
+        self.reused: list[str] = []  # refresh tokens sent again after they had rotated
+        self.spent: set[str] = set()
+        self.on_rotate: Callable[[], None] | None = None  # called when a refresh rotated
+        self.on_answer: Callable[[], None] | None = None  # called when its answer is sent
         self.devices: dict[str, DeviceLogin] = {}
         self.device_script: list[str] = ["pending", "ok"]
         self._counter = itertools.count(1)
@@ -129,6 +134,21 @@ class FakeKimiOAuth:
 
             late = 0.0
             raw_expires: str | None = None
+            last_rotation: dict | None = None
+
+            def handle_one_request(self) -> None:
+                """After a refresh answer, how the client's connection ends tells whether the
+                client read it: a process that dies with unread data makes its kernel send a
+                reset, one that read everything closes cleanly."""
+                try:
+                    super().handle_one_request()
+                except ConnectionResetError:
+                    self.close_connection = True
+                    if self.last_rotation is not None:
+                        self.last_rotation["client_read"] = False
+                    return
+                if not self.raw_requestline and self.last_rotation is not None:
+                    self.last_rotation["client_read"] = True
 
             def do_POST(self) -> None:  # noqa: N802
                 self.late, self.raw_expires = 0.0, None
@@ -197,13 +217,21 @@ class FakeKimiOAuth:
                     alive = token in owner.valid_refresh
                     if alive:
                         owner.valid_refresh.discard(token)
+                        owner.spent.add(token)
+                    elif token in owner.spent:
+                        owner.reused.append(token)
                 if not alive:
                     return self._reply(400, {"error": "invalid_grant",
                                              "error_description": "refresh token revoked"})
-                rotated = time.time()
+                record = {"rotated": time.time(), "answered": None, "consumed": token,
+                          "client_read": None}
                 with owner._lock:
                     owner.successful_refreshes += 1
+                    owner.rotations.append(record)
                 tokens = owner.issue()
+                record["refresh_token"] = tokens["refresh_token"]
+                if owner.on_rotate is not None:
+                    owner.on_rotate()
                 body: object = tokens
                 if self.raw_expires is not None:
                     tokens.pop("expires_in")
@@ -213,10 +241,13 @@ class FakeKimiOAuth:
                 try:
                     self._reply(200, body)
                     self.wfile.flush()
+                except OSError:  # the client is gone (killed): the token is lost on the wire
+                    self.close_connection = True
                 finally:
-                    with owner._lock:
-                        owner.rotations.append({"rotated": rotated, "answered": time.time(),
-                                                "refresh_token": tokens["refresh_token"]})
+                    record["answered"] = time.time()
+                    self.last_rotation = record
+                    if owner.on_answer is not None:
+                        owner.on_answer()
 
             def _device_authorization(self) -> None:
                 n = next(owner._counter)
