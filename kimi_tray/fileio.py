@@ -44,12 +44,14 @@ class PreparedWrite:
         )
         self._fd: int | None = None
         self._committed = False
+        self.reserve = 0
         self.base: tuple[dict[str, Any], bytes | None] | None = None  # the target as read before
         check_replaceable(self.target)
         try:
             self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
             os.fchmod(self._fd, mode)  # exactly `mode`, whatever the umask
-            _write_all(self._fd, b" " * max(1, reserve))
+            self.reserve = max(1, reserve)
+            _write_all(self._fd, b" " * self.reserve)
             os.fsync(self._fd)
         except OSError as exc:
             self.discard()
@@ -66,14 +68,21 @@ class PreparedWrite:
             raise LocalFileError(f"Could not write {self.path}: the prepared file is gone.")
         try:
             os.lseek(self._fd, 0, os.SEEK_SET)
-            _write_all(self._fd, data)
-            os.ftruncate(self._fd, len(data))
-            if not rename_first:
-                os.fsync(self._fd)
-            os.replace(self.tmp, self.target)
-            self._committed = True
-            if rename_first:
-                os.fsync(self._fd)
+            if rename_first and len(data) <= self.reserve and data.rstrip().endswith(b"}"):
+                # JSON may end in whitespace: fill the reserved bytes, so no truncate (a journal
+                # operation that can wait for other processes' fsyncs) comes before the rename.
+                _write_all(self._fd, data + b" " * (self.reserve - len(data)))
+                os.replace(self.tmp, self.target)
+                self._committed = True
+                os.ftruncate(self._fd, len(data))
+            else:
+                _write_all(self._fd, data)
+                os.ftruncate(self._fd, len(data))
+                if not rename_first:
+                    os.fsync(self._fd)
+                os.replace(self.tmp, self.target)
+                self._committed = True
+            os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
         except OSError as exc:
