@@ -150,7 +150,7 @@ class Renewer:
         self.recovery_path: Path = settings.state_dir / RECOVERY_FILE
         self.status: Status = Status(Health.ERROR, self.clock.now(), message="starting")
         self.source.sweep_temp_files()
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(LocalFileError):
             ensure_private_dir(settings.state_dir, tighten=True)
         self._load_unsaved()
 

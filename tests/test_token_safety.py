@@ -6,6 +6,7 @@ real files and filesystems, and the loopback OAuth server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -341,3 +342,26 @@ def test_stale_temp_files_are_swept_and_directories_are_private(env, home, oauth
     assert stat.S_IMODE((state_dir / "log").stat().st_mode) == 0o700
     assert stat.S_IMODE((state_dir / "log" / "kimi-tray.log").stat().st_mode) == 0o600
     assert stat.S_IMODE((state_dir / "state.json").stat().st_mode) == 0o600
+
+
+def test_the_engine_keeps_retrying_an_unsaved_token_until_the_disk_takes_it(settings, home,
+                                                                             oauth_server) -> None:
+    """The tray and the daemon: the file turns immutable while the server answers; the loop
+    shows it, retries with backoff, and saves the kept token once the file is writable again."""
+    clock = FakeClock(start=time.time())
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    stack = contextlib.ExitStack()
+    oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
+    with stack:
+        engine.step()
+        oauth_server.on_rotate = None
+        assert engine.status.health.value == "error"
+        assert engine.status.message.startswith("new token not saved yet")
+        assert engine.recovery_path.exists() and oauth_server.successful_refreshes == 1
+        clock.advance(engine.step())
+        assert engine.recovery_path.exists(), "still immutable: still kept"
+    clock.advance(engine.step())
+    engine.step()
+    assert not engine.recovery_path.exists() and login_alive(cred, oauth_server)
+    assert engine.status.health.value == "fresh" and oauth_server.successful_refreshes == 1
