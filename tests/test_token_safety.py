@@ -365,3 +365,15 @@ def test_the_engine_keeps_retrying_an_unsaved_token_until_the_disk_takes_it(sett
     engine.step()
     assert not engine.recovery_path.exists() and login_alive(cred, oauth_server)
     assert engine.status.health.value == "fresh" and oauth_server.successful_refreshes == 1
+
+
+def test_a_kill_during_a_refresh_is_named_when_the_token_is_then_rejected(env, home, oauth_server) -> None:
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
+    oauth_server.fail_next("late:5")
+    proc = start_renew(env)
+    assert wait_for(lambda: oauth_server.successful_refreshes == 1, timeout=20)
+    proc.kill()
+    proc.communicate()
+    renew = run_cli(["renew"], env)
+    assert renew.returncode == 3 and "may have accepted it" in renew.stderr, renew.stderr
+    assert renew.stderr.count("kimi-tray login") == 1
