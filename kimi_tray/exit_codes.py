@@ -11,7 +11,7 @@ CANCELLED = 130
 TABLE: tuple[tuple[int, str], ...] = (
     (OK, "success; for `status`: the token is fresh or ageing"),
     (FAILURE, "failure: server unreachable after retries, a bad local file or directory, an expired "
-              "token, a new token not saved yet (kept in the recovery file), OpenClaw not updated"),
+              "token, a new token not saved yet (kept in the recovery file)"),
     (USAGE, "bad usage (unknown command or option)"),
     (LOGIN_NEEDED, "a browser login is needed (refresh token dead, or no credentials): "
                    "run `kimi-tray login`"),
