@@ -164,7 +164,7 @@ def run_renew(settings: Settings, args: argparse.Namespace) -> int:
     renewer = _renewer(settings)
 
     def progress(attempt: int, most: int, reason: str, delay: float) -> None:
-        print(f"kimi-tray: attempt {attempt} of {most} failed: {reason}; next in {delay:.0f} s.",
+        print(f"kimi-tray: attempt {attempt} of {most} failed: {reason.rstrip('.')}; next in {delay:.0f} s.",
               file=sys.stderr, flush=True)
 
     try:
