@@ -7,11 +7,12 @@ and publishes immutable Status snapshots to listeners.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -61,6 +62,19 @@ def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], fl
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay
+
+
+@contextlib.contextmanager
+def no_gc_pause() -> Iterator[None]:
+    """No garbage-collector pause between a refresh answer and its rename: until the rename,
+    the rotated token exists only in this process."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def max_more_attempts(failures: int, time_left: float) -> int:
@@ -179,7 +193,7 @@ class Renewer:
             creds = self._save_pending_or_read()
             if not force and self.clock.now() < refresh_due_at(creds.expires_at, creds.expires_in):
                 return creds, False
-            with self.source.prepare_save() as prepared:
+            with self.source.prepare_save() as prepared, no_gc_pause():
                 try:
                     token, sent = self._refresh_rereading(creds, self._timeout(deadline, locked=True))
                 except TransientError as exc:
@@ -193,7 +207,7 @@ class Renewer:
                         prepared.base = None
                     return self._save_new(token, sent.refresh_token, prepared), True
         log.info("%s Trying again outside the Kimi lock.", slow_error)
-        with self.source.prepare_save() as prepared:
+        with self.source.prepare_save() as prepared, no_gc_pause():
             token, sent = self._refresh_rereading(creds, self._timeout(deadline, locked=False),
                                                   locked=False)
             with self._kimi_lock(deadline):
