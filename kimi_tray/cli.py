@@ -1,12 +1,6 @@
 """Command line: tray (default), daemon, status, renew, login, usage, autostart, doctor, uninstall.
 
-Exit codes, the same for every command:
-  0  success (status: the token is fresh or ageing)
-  1  failure (server unreachable after retries, bad local file, expired token, ...)
-  2  bad usage
-  3  a browser login is needed (refresh token dead, or no credentials)
-  130  cancelled with Ctrl-C
-  141  the output pipe was closed (`kimi-tray status | head -1`)
+Exit codes, the same for every command, are in kimi_tray/exit_codes.py.
 """
 
 from __future__ import annotations
@@ -20,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from kimi_tray import __version__
+from kimi_tray import __version__, exit_codes
 from kimi_tray.config import Settings, load_settings
 from kimi_tray.errors import ConfigError, KimiTrayError, LoginNeeded
 from kimi_tray.health import Health, Status, format_duration
@@ -31,21 +25,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_LOGIN = 0, 1, 2, 3
-EXIT_CANCELLED = 130  # Ctrl-C (128 + SIGINT), as shells report it
-EXIT_PIPE = 141  # the output pipe was closed (128 + SIGPIPE), as shells report it
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_LOGIN = (exit_codes.OK, exit_codes.FAILURE, exit_codes.USAGE,
+                                              exit_codes.LOGIN_NEEDED)
+EXIT_CANCELLED, EXIT_PIPE = exit_codes.CANCELLED, exit_codes.PIPE_CLOSED
 
-EPILOG = """exit codes:
-  0  success; for status: the token is fresh or ageing
-  1  failure (server unreachable after retries, bad local file, token expired, ...)
-  2  bad usage
-  3  a browser login is needed (refresh token dead or no credentials): run `kimi-tray login`
-  130  cancelled with Ctrl-C
-  141  the output pipe was closed (e.g. `kimi-tray status | head -1`)
-The tray and the daemon exit 0 when stopped by SIGTERM or Ctrl-C; a config error stops every
-command with exit code 1 except the tray (it starts on the defaults and shows the error),
-doctor (it reports the error and checks the rest) and uninstall.
-"""
+EPILOG = exit_codes.help_text()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,13 +133,11 @@ RUN_WITH_BAD_CONFIG = {"tray": " Starting with the default settings.", "doctor":
 
 
 def _settings_without_config_file(error: ConfigError, command: str) -> tuple[Settings | None, str]:
-    import os
-
     said = RUN_WITH_BAD_CONFIG[command]
     if said is not None:
         print(f"kimi-tray: {error}{said}", file=sys.stderr)
     try:
-        return load_settings({**os.environ, "KIMI_TRAY_CONFIG": os.devnull}), str(error)
+        return load_settings(read_config_file=False), str(error)
     except ConfigError as again:  # the environment itself is wrong: nothing to fall back on
         print(f"kimi-tray: {again}", file=sys.stderr)
         return None, str(again)
@@ -322,8 +304,13 @@ def run_usage(settings: Settings, args: argparse.Namespace) -> int:
 def run_renew(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings.log_dir, to_stderr=args.verbose, verbose=args.verbose)
     renewer = _renewer(settings)
+
+    def progress(attempt: int, most: int, reason: str, delay: float) -> None:
+        print(f"kimi-tray: attempt {attempt} of {most} failed: {reason.rstrip('.')}; next in {delay:.0f} s.",
+              file=sys.stderr, flush=True)
+
     try:
-        result = renewer.renew(force=True)
+        result = renewer.renew(force=True, on_retry=progress)
     except LoginNeeded as exc:
         print(f"kimi-tray: {exc} Run `kimi-tray login`.", file=sys.stderr)
         return EXIT_LOGIN

@@ -46,7 +46,8 @@ class Settings:
     renew_give_up_after: float = 45.0
     poll_interval: float = 30.0  # daemon: how often to stat the credential file
     tray_poll_interval: float = 60.0  # tray: the same, and the redraw, in one wake a minute
-    http_timeout: float = 15.0
+    http_timeout: float = 15.0  # one refresh request outside the Kimi lock (connect and read)
+    locked_http_timeout: float = 3.0  # read timeout under the Kimi lock (connect: at most 2 s)
     config_file: Path | None = None
     usage_enabled: bool = True  # fetch and show the Kimi quota
     usage_base_url: str = DEFAULT_USAGE_BASE_URL  # GET {usage_base_url}/usages
@@ -69,21 +70,27 @@ def config_path() -> Path:
 _PATH_KEYS = {"kimi_share_dir", "kimi_code_home", "credentials_file", "openclaw_state_dir",
               "state_dir", "log_dir"}
 _FLOAT_KEYS = {"lock_timeout", "renew_give_up_after", "poll_interval", "tray_poll_interval",
-               "http_timeout", "usage_interval"}
+               "http_timeout", "locked_http_timeout", "usage_interval"}
 _PERCENT_LIST_KEYS = {"usage_thresholds"}
 _LIST_KEYS = {"openclaw_command", "openclaw_agents"}
 _STR_KEYS = {"oauth_host", "client_id", "openclaw_mode", "openclaw_profile_id",
              "openclaw_legacy_profile_id", "usage_base_url"}
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Build Settings from the TOML file (if any) and the environment; errors name the culprit."""
+def load_settings(env: dict[str, str] | None = None, read_config_file: bool = True) -> Settings:
+    """Build Settings from the TOML file (if any) and the environment; errors name the culprit.
+
+    read_config_file=False: the environment and the defaults only (a broken config file is then
+    reported by the caller, which goes on without it)."""
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
     path = Path(env["KIMI_TRAY_CONFIG"]).expanduser() if env.get("KIMI_TRAY_CONFIG") else config_path()
-    if path.is_file():
+    if read_config_file and path.is_file():
         values.update(_read_toml(path))
         values["config_file"] = path
+    elif read_config_file and (path.exists() or path.is_symlink()):
+        kind = "a directory" if path.is_dir() else "not a regular file (a broken link?)"
+        raise ConfigError(f"The config file {path} is {kind}; make it a TOML file or remove it.")
 
     home = Path(env.get("HOME") or Path.home())
     if env.get("KIMI_SHARE_DIR"):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,13 @@ from kimi_tray.fileio import (
     DirectoryLock,
     FileLock,
     NoLock,
+    PreparedWrite,
     atomic_write,
     dump_json_like,
     ensure_private_dir,
     read_json_object,
+    real_path,
+    sweep_stale_temps,
 )
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,9 @@ log = logging.getLogger(__name__)
 PYTHON_CLI = "kimi-cli"
 TYPESCRIPT_CLI = "kimi-code"
 WIRE_FIELDS = ("access_token", "refresh_token", "expires_at", "scope", "token_type", "expires_in")
+SAVE_RESERVE = 4096
+MAX_EXPIRY_AHEAD = 366 * 86400.0  # an expiry further away than a year is a mistake
+MILLISECOND_EPOCH = 1e11  # seconds since 1970 reach this in the year 5138; milliseconds did in 1973
 
 
 @dataclass(frozen=True)
@@ -74,33 +82,40 @@ class CredentialSource:
             fix_permissions(self.path)
         return parse_credentials(self.path, data)
 
-    def check_writable(self) -> None:
-        """Fail before a refresh, not after: a rotated refresh token we cannot save is lost."""
-        probe = self.path.with_name(f".{self.path.name}.probe.{os.getpid()}")
+    def prepare_save(self) -> PreparedWrite:
+        """Prove before a refresh that its answer can be saved: a rotated token we cannot save is
+        lost. Raises LocalFileError naming the cause (full disk, immutable file, directory...)."""
         try:
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            os.unlink(probe)
-        except OSError as exc:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        try:
+            ensure_private_dir(self.path.parent)
+            prepared = PreparedWrite(self.path, max(SAVE_RESERVE, 2 * size))
+        except LocalFileError as exc:
             raise LocalFileError(
-                f"Cannot write in {self.path.parent} ({exc.strerror}); the token was not refreshed, "
-                "so nothing is lost. Make the directory writable."
+                f"{exc} The token was not refreshed, so nothing is lost; fix this and renew again."
             ) from None
+        prepared.base = self._read_existing()  # read now, so only the rename is left afterwards
+        return prepared
 
-    def save(self, access_token: str, refresh_token: str, expires_at: float, expires_in: float,
-             scope: str = "", token_type: str = "Bearer") -> Credentials:
-        """Write new tokens, keeping every field we do not own (unless the owner keeps only six)."""
-        existing: dict[str, Any] = {}
-        original: bytes | None = None
+    def _read_existing(self) -> tuple[dict[str, Any], bytes | None]:
         if self.path.exists():
             try:
-                existing, original = read_json_object(self.path)
+                return read_json_object(self.path)
             except LocalFileError:
-                existing, original = {}, None
-        if self.owner == TYPESCRIPT_CLI:
-            existing = {k: v for k, v in existing.items() if k in WIRE_FIELDS}
-            stored_expiry: float = int(expires_at)
-        else:
-            stored_expiry = float(expires_at)
+                pass
+        return {}, None
+
+    def save(self, access_token: str, refresh_token: str, expires_at: float, expires_in: float,
+             scope: str = "", token_type: str = "Bearer",
+             prepared: PreparedWrite | None = None) -> Credentials:
+        """Write new tokens, keeping every field we do not own (for both owners; see README)."""
+        base = prepared.base if prepared is not None and prepared.base is not None else None
+        existing, original = base if base is not None else self._read_existing()
+        # The TypeScript CLI reads expires_at as integer seconds; its own writes drop foreign
+        # fields, ours keep them (nothing of another program's is removed by us).
+        stored_expiry: float = int(expires_at) if self.owner == TYPESCRIPT_CLI else float(expires_at)
         updated = dict(existing)
         updated.update(
             access_token=access_token,
@@ -110,9 +125,20 @@ class CredentialSource:
             token_type=token_type or existing.get("token_type", "Bearer"),
             expires_in=expires_in,
         )
-        ensure_private_dir(self.path.parent)
-        atomic_write(self.path, dump_json_like(updated, original))
+        data = dump_json_like(updated, original)
+        if prepared is None:
+            ensure_private_dir(self.path.parent)
+            atomic_write(self.path, data)
+        else:
+            prepared.commit(data, rename_first=True)
         return parse_credentials(self.path, updated)
+
+    def sweep_temp_files(self) -> None:
+        """Temp files of a writer killed mid-write hold tokens: remove them after a minute."""
+        for directory in {self.path.parent, real_path(self.path).parent}:
+            if sweep_stale_temps(directory, real_path(self.path).name) or sweep_stale_temps(
+                    directory, self.path.name):
+                log.info("Removed stale temporary files in %s.", directory)
 
 
 def parse_credentials(path: Path, data: Mapping[str, Any]) -> Credentials:
@@ -135,8 +161,12 @@ def parse_credentials(path: Path, data: Mapping[str, Any]) -> Credentials:
         raise LocalFileError(
             f"{path}: 'expires_at' must be a number of epoch seconds, not {type(expires_at).__name__}."
         )
+    problem = expiry_problem(float(expires_at))
+    if problem:
+        raise LocalFileError(f"{path}: 'expires_at' {problem}; log in again to recreate the file.")
     expires_in = data.get("expires_in")
-    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or expires_in <= 0:
+    if (isinstance(expires_in, bool) or not isinstance(expires_in, (int, float))
+            or not math.isfinite(expires_in) or not 0 < expires_in <= MAX_EXPIRY_AHEAD):
         expires_in = None
     return Credentials(
         access_token=text("access_token"),
@@ -147,6 +177,19 @@ def parse_credentials(path: Path, data: Mapping[str, Any]) -> Credentials:
         token_type=text("token_type", required=False) or "Bearer",
         raw=dict(data),
     )
+
+
+def expiry_problem(expires_at: float, now: float | None = None) -> str:
+    """Why an `expires_at` cannot be right, or "" (0 is a tombstone: valid, login needed)."""
+    if not math.isfinite(expires_at):
+        return f"is {expires_at!r}, not a finite number"
+    if expires_at < 0:
+        return f"is negative ({expires_at:g})"
+    if expires_at >= MILLISECOND_EPOCH:
+        return f"looks like milliseconds ({expires_at:.0f}), not epoch seconds"
+    if expires_at > (time.time() if now is None else now) + MAX_EXPIRY_AHEAD:
+        return f"is more than a year away ({expires_at:.0f})"
+    return ""
 
 
 def fix_permissions(path: Path) -> None:

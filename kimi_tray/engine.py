@@ -6,12 +6,20 @@ and publishes immutable Status snapshots to listeners.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
 
 from kimi_tray import logs
 from kimi_tray.clock import Clock, SystemClock
@@ -24,7 +32,8 @@ from kimi_tray.errors import (
     OpenClawError,
     TransientError,
 )
-from kimi_tray.health import Health, Status, health_for, refresh_due_at
+from kimi_tray.fileio import PreparedWrite, atomic_write, ensure_private_dir, read_json_object
+from kimi_tray.health import Health, Status, health_for, min_refresh_gap, refresh_due_at
 from kimi_tray.oauth import OAuthClient, TokenResponse, device_headers
 from kimi_tray.openclaw import OpenClawTarget, Token, choose_target
 from kimi_tray.state import OpenClawView, PersistentState, StateStore, fingerprint
@@ -42,8 +51,13 @@ SYNC_RETRY_FIRST = 30.0
 SYNC_RETRY_CAP = 600.0
 USAGE_WAIT = 1.0  # real seconds a step waits for a usage reply before it goes on without it
 STATUS_USAGE_WAIT = 3.0  # ... and `kimi-tray status` (`kimi-tray usage` waits the HTTP timeout)
+LOCKED_CONNECT_TIMEOUT = 2.0
+MIN_ATTEMPT_TIME = 1.0
+MIN_LOOP_DELAY = 0.5
+RECOVERY_FILE = "unsaved-token.json"
 
 Listener = Callable[[Status], None]
+RetryListener = Callable[[int, int, str, float], None]
 
 
 def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], float]) -> float:
@@ -53,6 +67,58 @@ def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], fl
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay
+
+
+@contextlib.contextmanager
+def no_gc_pause() -> Iterator[None]:
+    """No garbage-collector pause between a refresh answer and its rename: until the rename,
+    the rotated token exists only in this process."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def max_more_attempts(failures: int, time_left: float) -> int:
+    """How many more attempts can still start before a deadline (each one at least 1 s), with
+    the shortest backoff delays; an upper bound shown to the user as "attempt 2 of N"."""
+    more = 1
+    while True:
+        time_left -= MIN_ATTEMPT_TIME + 0.5 * min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (failures + more - 1))
+        if time_left < MIN_ATTEMPT_TIME:
+            return more
+        more += 1
+
+
+@dataclass(frozen=True)
+class Unsaved:
+    """A token the server issued that the credential file has not taken yet."""
+
+    access_token: str
+    refresh_token: str
+    expires_at: float
+    expires_in: float
+    scope: str
+    token_type: str
+    replaces: str  # fingerprint of the refresh token it replaced
+    reason: str
+
+    def __repr__(self) -> str:
+        return f"Unsaved(expires_at={self.expires_at!r}, reason={self.reason!r})"
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2, allow_nan=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Unsaved:
+        kept = {name: data[name] for name in cls.__dataclass_fields__}
+        if not all(isinstance(kept[k], str) for k in ("access_token", "refresh_token", "replaces")):
+            raise TypeError("bad recovery file")
+        return cls(**{**kept, "expires_at": float(kept["expires_at"]),
+                      "expires_in": float(kept["expires_in"])})
 
 
 @dataclass
@@ -110,8 +176,15 @@ class Renewer:
         self._renewing = False
         self._last_tick: tuple[float, float] | None = None
         self.login_in_progress = False
+        self._pending: Unsaved | None = None
+        self._last_refresh_mono: float | None = None
+        self.recovery_path: Path = settings.state_dir / RECOVERY_FILE
         self.status: Status = Status(Health.ERROR, self.clock.now(), message="starting")
         self._init_usage()
+        self.source.sweep_temp_files()
+        with contextlib.suppress(LocalFileError):
+            ensure_private_dir(settings.state_dir, tighten=True)
+        self._load_unsaved()
 
     # ----------------------------------------------------------------- collaborators
     @property
@@ -119,60 +192,141 @@ class Renewer:
         if self._oauth is None:
             headers = device_headers(device_id(self.source.home))
             self._oauth = OAuthClient(self.settings.oauth_host, self.settings.client_id, headers,
-                                      timeout=self.settings.http_timeout)
+                                      timeout=self.settings.http_timeout, now=self.clock.now)
         return self._oauth
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     # ----------------------------------------------------------------- one refresh
-    def refresh_once(self, force: bool = False) -> tuple[Credentials, bool]:
-        """Under the Kimi lock: re-read the file, refresh only if still needed, save atomically.
+    def refresh_once(self, force: bool = False, deadline: float | None = None) -> tuple[Credentials, bool]:
+        """Under the Kimi lock: save a token kept in recovery, re-read the file, refresh only if
+        still needed (after proving the answer can be saved), save atomically.
 
-        Returns the credentials now on disk and whether we refreshed them ourselves.
+        The request under the lock has short timeouts, so a Kimi CLI waiting for the lock does
+        not give up on us; a slow server is tried once more outside the lock. Every wait ends by
+        `deadline` (monotonic). Returns the credentials now on disk and whether we refreshed.
         """
-        lock = self.source.lock(self.settings.lock_timeout, self.settings.kimi_lock_disabled)
-        with lock:
-            creds = self._read_credentials()
-            now = self.clock.now()
-            if not force and now < refresh_due_at(creds.expires_at, creds.expires_in):
+        with self._kimi_lock(deadline):
+            creds = self._save_pending_or_read()
+            if not force and self.clock.now() < refresh_due_at(creds.expires_at, creds.expires_in):
                 return creds, False
-            self.source.check_writable()
-            try:
-                token = self._refresh_or_remember(creds.refresh_token)
-            except LoginNeeded:
+            with self.source.prepare_save() as prepared, no_gc_pause():
+                try:
+                    token, sent = self._refresh_rereading(creds, self._timeout(deadline, locked=True))
+                except TransientError as exc:
+                    if not exc.slow or self._time_left(deadline) < MIN_ATTEMPT_TIME:
+                        raise
+                    slow_error = exc
+                else:
+                    if token is None:
+                        return sent, False
+                    if sent is not creds:  # the file changed since the save was prepared
+                        prepared.base = None
+                    return self._save_new(token, sent.refresh_token, prepared), True
+        log.info("%s Trying again outside the Kimi lock.", slow_error)
+        with self.source.prepare_save() as prepared, no_gc_pause():
+            token, sent = self._refresh_rereading(creds, self._timeout(deadline, locked=False),
+                                                  locked=False)
+            with self._kimi_lock(deadline):
+                if token is None:
+                    return self._read_credentials(), False
+                prepared.base = None  # read outside the lock: read it again under it
+                return self._save_new(token, sent.refresh_token, prepared), True
+
+    def _kimi_lock(self, deadline: float | None) -> AbstractContextManager[object]:
+        wait = self.settings.lock_timeout
+        if deadline is not None:
+            wait = max(0.1, min(wait, self._time_left(deadline)))
+        return self.source.lock(wait, self.settings.kimi_lock_disabled)
+
+    def _time_left(self, deadline: float | None) -> float:
+        return float("inf") if deadline is None else deadline - self.clock.monotonic()
+
+    def _timeout(self, deadline: float | None, locked: bool) -> httpx.Timeout:
+        """Short under the Kimi lock (the Python Kimi CLI waits only ~5-10 s for it); never past
+        the deadline, so `renew` ends in time with the attempt in flight included."""
+        read = self.settings.locked_http_timeout if locked else self.settings.http_timeout
+        left = self._time_left(deadline)
+        if left < MIN_ATTEMPT_TIME:
+            raise TransientError("No time was left for another attempt.")
+        read = min(read, left)
+        connect = min(LOCKED_CONNECT_TIMEOUT if locked else read, read)
+        return httpx.Timeout(read, connect=connect)
+
+    def _refresh_rereading(self, creds: Credentials, timeout: httpx.Timeout,
+                           locked: bool = True) -> tuple[TokenResponse | None, Credentials]:
+        """Refresh; on a rejection, use a token another program rotated meanwhile if there is one.
+
+        Returns (new token, the credentials it replaced), or (None, current credentials) when
+        another program's fresh token makes our refresh unnecessary.
+        """
+        try:
+            return self._refresh_or_remember(creds.refresh_token, timeout), creds
+        except LoginNeeded:
+            if locked:
                 again = self._read_credentials()
-                if again.refresh_token == creds.refresh_token:
-                    raise
-                log.info("Another program rotated the refresh token meanwhile; using its token.")
-                if self.clock.now() < refresh_due_at(again.expires_at, again.expires_in):
-                    return again, False
-                token = self._refresh_or_remember(again.refresh_token)
-            logs.register_secret(token.access_token, token.refresh_token)
-            saved = self.source.save(
-                token.access_token, token.refresh_token, self.clock.now() + token.expires_in,
-                token.expires_in, token.scope, token.token_type,
-            )
+            else:
+                with self._kimi_lock(None):
+                    again = self._read_credentials()
+            if again.refresh_token == creds.refresh_token:
+                raise
+            log.info("Another program rotated the refresh token meanwhile; using its token.")
+            if not locked or self.clock.now() < refresh_due_at(again.expires_at, again.expires_in):
+                return None, again
+            return self._refresh_or_remember(again.refresh_token, timeout), again
+
+    def _save_new(self, token: TokenResponse, replaced: str, prepared: PreparedWrite) -> Credentials:
+        """Put a token the server just issued on disk; if that fails, never drop it."""
+        logs.register_secret(token.access_token, token.refresh_token)
+        expires_at = self.clock.now() + token.expires_in
+        try:
+            saved = self.source.save(token.access_token, token.refresh_token, expires_at,
+                                     token.expires_in, token.scope, token.token_type, prepared=prepared)
+        except LocalFileError as exc:
+            self._keep_unsaved(Unsaved(token.access_token, token.refresh_token, expires_at,
+                                       token.expires_in, token.scope, token.token_type,
+                                       fingerprint(replaced), str(exc)))
+            raise self._unsaved_error() from None
         self._record_new_token()
-        return saved, True
+        return saved
 
     def _record_new_token(self) -> None:
         """A new token (renewed or from a login) replaces any dead one we remembered."""
         self.state.dead_refresh_fp = ""
         self.state.dead_reason = ""
+        self.state.inflight_refresh_fp = ""
         self.state.last_renewal = self.clock.now()
+        self._last_refresh_mono = self.clock.monotonic()
         self.store.save(self.state)
 
-    def _refresh_or_remember(self, refresh_token: str) -> TokenResponse:
+    def _refresh_or_remember(self, refresh_token: str, timeout: httpx.Timeout | None = None) -> TokenResponse:
+        """One request. The token is marked in flight first: if we die or time out before the
+        answer is saved, a later rejection can say that this attempt may have been accepted."""
+        sent_fp = fingerprint(refresh_token)
+        earlier = self.state.inflight_refresh_fp == sent_fp
+        self.state.inflight_refresh_fp = sent_fp
+        self.store.save(self.state)
         try:
-            return self.oauth.refresh(refresh_token)
+            return self.oauth.refresh(refresh_token, timeout)
         except LoginNeeded:
-            self._remember_dead(refresh_token, "The Kimi refresh token was rejected.")
+            reason = "The Kimi refresh token was rejected."
+            if earlier:
+                reason = ("The Kimi refresh token was rejected. An earlier attempt with it timed out or "
+                          "was interrupted after reaching the server, which may have accepted it and "
+                          "rotated the token; its answer was lost.")
+            self.state.inflight_refresh_fp = ""
+            self._remember_dead(refresh_token, reason)
+            raise LoginNeeded(f"{reason} A new login is needed.") from None
+        except TransientError as exc:
+            if not exc.maybe_sent:
+                self.state.inflight_refresh_fp = "" if not earlier else sent_fp
+                self.store.save(self.state)
             raise
 
     def _read_credentials(self) -> Credentials:
-        if not self.source.exists():
-            raise LoginNeeded(f"No Kimi credentials at {self.source.path}; run `kimi-tray login`.")
+        if not self.source.path.exists() and not self.source.path.is_symlink():
+            raise LoginNeeded(f"No Kimi credentials at {self.source.path}.")
         creds = self.source.load()
         logs.register_secret(creds.access_token, creds.refresh_token)
         if not creds.can_refresh:
@@ -183,6 +337,66 @@ class Renewer:
         self.state.dead_refresh_fp = fingerprint(refresh_token)
         self.state.dead_reason = reason
         self.store.save(self.state)
+
+    # ----------------------------------------------------------------- unsaved tokens
+    def _keep_unsaved(self, unsaved: Unsaved) -> None:
+        """Keep a token the server issued but the disk refused: in memory and in the recovery
+        file (0600, in our state directory, never logged), until the credential file takes it."""
+        self._pending = unsaved
+        try:
+            ensure_private_dir(self.recovery_path.parent, tighten=True)
+            atomic_write(self.recovery_path, unsaved.to_json())
+        except LocalFileError as exc:
+            log.error("Could not write the recovery file either (%s); the new token is kept in "
+                      "memory only until the credential file can be written.", exc)
+        log.error("The new Kimi token is not saved yet: %s", unsaved.reason)
+
+    def _unsaved_error(self) -> LocalFileError:
+        reason = self._pending.reason if self._pending else ""
+        where = (f"kept in {self.recovery_path}" if self.recovery_path.exists()
+                 else "kept in memory only")
+        return LocalFileError(
+            f"The new token is not saved yet: {reason} It is {where} and is put in place as soon "
+            "as the credential file can be written (the next `kimi-tray renew` or the running tray)."
+        )
+
+    def _load_unsaved(self) -> None:
+        if not self.recovery_path.exists():
+            return
+        try:
+            data, _ = read_json_object(self.recovery_path)
+            self._pending = Unsaved.from_json(data)
+            logs.register_secret(self._pending.access_token, self._pending.refresh_token)
+        except (LocalFileError, KeyError, TypeError, ValueError):
+            log.error("The recovery file %s cannot be read; it is left in place.", self.recovery_path)
+
+    def _save_pending_or_read(self) -> Credentials:
+        """Under the lock: put a token kept in recovery in place before anything else."""
+        pending = self._pending
+        if pending is not None:
+            try:
+                current: Credentials | None = self.source.load()
+            except LocalFileError:
+                current = None
+            if (current is None or fingerprint(current.refresh_token) == pending.replaces
+                    or current.refresh_token == pending.refresh_token):
+                try:
+                    with self.source.prepare_save() as prepared:
+                        self.source.save(pending.access_token, pending.refresh_token, pending.expires_at,
+                                         pending.expires_in, pending.scope, pending.token_type,
+                                         prepared=prepared)
+                except LocalFileError as exc:
+                    self._pending = replace(pending, reason=str(exc))
+                    raise self._unsaved_error() from None
+                log.info("Saved the new Kimi token that was kept in the recovery file.")
+                self._record_new_token()
+            else:
+                log.warning("The recovery file holds an older token than %s (a newer login or "
+                            "renewal is there); it is dropped.", self.source.path)
+            self._pending = None
+            with contextlib.suppress(FileNotFoundError):
+                self.recovery_path.unlink()
+        return self._read_credentials()
 
     # ----------------------------------------------------------------- OpenClaw
     def sync_openclaw(self, creds: Credentials) -> tuple[OpenClawView, str]:
@@ -213,20 +427,30 @@ class Renewer:
         return view.token_fp != fingerprint(creds.access_token)
 
     # ----------------------------------------------------------------- renew command
-    def renew(self, force: bool = True, give_up_after: float | None = None) -> RenewResult:
-        """Refresh now, retrying transient faults with backoff for a bounded time, then sync."""
+    def renew(self, force: bool = True, give_up_after: float | None = None,
+              on_retry: RetryListener | None = None) -> RenewResult:
+        """Refresh now, retrying transient faults with backoff, then sync.
+
+        Ends within `give_up_after` seconds, the attempt in flight included; `on_retry` hears of
+        each failed attempt (attempt number, most attempts possible, reason, delay).
+        """
         give_up_after = self.settings.renew_give_up_after if give_up_after is None else give_up_after
         deadline = self.clock.monotonic() + give_up_after
         failures = 0
         while True:
             try:
-                creds, renewed = self.refresh_once(force=force)
+                creds, renewed = self.refresh_once(force=force, deadline=deadline)
                 break
             except TransientError as exc:
                 failures += 1
                 delay = backoff_delay(failures, exc.retry_after, self.rng)
-                if self.clock.monotonic() + delay > deadline:
-                    raise TransientError(f"{exc} Gave up after {failures} attempt(s).") from None
+                left = deadline - self.clock.monotonic()
+                if delay + MIN_ATTEMPT_TIME > left:
+                    raise TransientError(
+                        f"{exc} Gave up after {failures} attempt(s) in {give_up_after - left:.0f} s."
+                    ) from None
+                if on_retry is not None:
+                    on_retry(failures, failures + max_more_attempts(failures, left - delay), str(exc), delay)
                 log.info("Renewal attempt %d failed (%s); retrying in %.0f s.", failures, exc, delay)
                 if self.clock.wait(self._stop, delay):
                     raise
@@ -312,6 +536,10 @@ class Renewer:
             elif view.expires_at is not None and view.expires_at <= now:
                 openclaw_state, openclaw_detail = "stale", "OpenClaw's Kimi token has expired."
         common.update(openclaw=openclaw_state, openclaw_detail=openclaw_detail)
+        if self._pending is not None:
+            return Status(Health.ERROR, message=f"new token not saved yet: {self._pending.reason}",
+                          expires_at=self._pending.expires_at, lifetime=self._pending.expires_in,
+                          **common)
         if self._load_error:
             return Status(Health.ERROR, message=self._load_error, **common)
         reason = self._login_needed_reason()
@@ -375,7 +603,10 @@ class Renewer:
         self._detect_resume(now)
         self._reload_if_changed()
         requested, self._renew_requested = self._renew_requested, False
-        if self._creds is not None and not self._load_error and not self.login_in_progress:
+        if self._pending is not None and not self.login_in_progress:
+            if requested or now >= self._next_attempt:
+                self._attempt_refresh(force=False)
+        elif self._creds is not None and not self._load_error and not self.login_in_progress:
             if requested or self._refresh_due(now):
                 self._attempt_refresh(force=requested)
             self._sync_openclaw_if_needed()
@@ -389,7 +620,21 @@ class Renewer:
             and not self._login_needed_reason()
             and now >= refresh_due_at(creds.expires_at, creds.expires_in)
             and now >= self._next_attempt
+            and now >= self._gap_ends(now)
         )
+
+    def _gap_ends(self, now: float) -> float:
+        """When the minimum gap after our last refresh ends (wall clock; a monotonic copy guards
+        against a clock set back)."""
+        creds = self._creds
+        gap = min_refresh_gap(creds.expires_in if creds else None)
+        ends = 0.0
+        last = self.state.last_renewal
+        if last is not None and 0 <= now - last < gap:
+            ends = last + gap
+        if self._last_refresh_mono is not None:
+            ends = max(ends, now + self._last_refresh_mono + gap - self.clock.monotonic())
+        return ends
 
     def _sync_openclaw_if_needed(self) -> None:
         """Hand OpenClaw a token it does not hold yet (ours, or one another program renewed)."""
@@ -447,12 +692,15 @@ class Renewer:
         delay = self.settings.poll_interval
         creds = self._creds
         if creds is not None and status.health not in (Health.NEEDS_LOGIN, Health.ERROR):
-            due = max(refresh_due_at(creds.expires_at, creds.expires_in), self._next_attempt)
+            due = max(refresh_due_at(creds.expires_at, creds.expires_in), self._next_attempt,
+                      self._gap_ends(now))
             delay = min(delay, max(0.0, due - now))
+        if self._pending is not None:
+            delay = min(delay, max(0.0, self._next_attempt - now))
         if self._next_sync > now:
             delay = min(delay, self._next_sync - now)
         delay = min(delay, self._usage_delay(now))
-        return max(0.05, delay)
+        return max(MIN_LOOP_DELAY, delay)
 
     def _detect_resume(self, now: float) -> None:
         mono = self.clock.monotonic()

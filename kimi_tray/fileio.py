@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import secrets
+import stat
 import threading
 import time
 from pathlib import Path
@@ -15,25 +16,161 @@ from typing import Any
 from kimi_tray.errors import LocalFileError, LockTimeout
 
 MAX_JSON_BYTES = 1024 * 1024
+UTF8_BOM = b"\xef\xbb\xbf"
+TEMP_MARK = ".tmp."
+STALE_TEMP_AGE = 60.0
+_FS_IOC_GETFLAGS = 0x80086601  # Linux: read the inode flags (chattr)
+_IMMUTABLE_OR_APPEND = 0x10 | 0x20
+
+
+def real_path(path: Path) -> Path:
+    """Where a write must land: a symlink is followed, so the link stays a link."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+class PreparedWrite:
+    """A temp file next to the target, already `reserve` bytes long and fsynced.
+
+    Made before a token refresh, it proves the save will fit on the disk and may replace the
+    target; after the refresh only an overwrite in place and a rename are left to do.
+    """
+
+    def __init__(self, path: Path, reserve: int, mode: int = 0o600) -> None:
+        self.path = path
+        self.target = real_path(path)
+        self.mode = mode
+        self.tmp = self.target.with_name(
+            f"{self.target.name}{TEMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
+        )
+        self._fd: int | None = None
+        self._committed = False
+        self.reserve = 0
+        self.base: tuple[dict[str, Any], bytes | None] | None = None  # the target as read before
+        check_replaceable(self.target)
+        try:
+            self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+            os.fchmod(self._fd, mode)  # exactly `mode`, whatever the umask
+            self.reserve = max(1, reserve)
+            _write_all(self._fd, b" " * self.reserve)
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.discard()
+            raise LocalFileError(f"Could not write {path}: {exc.strerror or exc}.") from None
+
+    def commit(self, data: bytes, rename_first: bool = False) -> None:
+        """Overwrite the reserved bytes with `data`, fsync, rename over the target.
+
+        `rename_first` renames before the fsync (both still happen before this returns): for a
+        token the server has just rotated, where a kill before the rename loses the login, while
+        the page cache already protects the complete file against a kill.
+        """
+        if self._fd is None:
+            raise LocalFileError(f"Could not write {self.path}: the prepared file is gone.")
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            if rename_first and len(data) <= self.reserve and data.rstrip().endswith(b"}"):
+                # JSON may end in whitespace: fill the reserved bytes, so no truncate (a journal
+                # operation that can wait for other processes' fsyncs) comes before the rename.
+                _write_all(self._fd, data + b" " * (self.reserve - len(data)))
+                os.replace(self.tmp, self.target)
+                self._committed = True
+                os.ftruncate(self._fd, len(data))
+            else:
+                _write_all(self._fd, data)
+                os.ftruncate(self._fd, len(data))
+                if not rename_first:
+                    os.fsync(self._fd)
+                os.replace(self.tmp, self.target)
+                self._committed = True
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        except OSError as exc:
+            self.discard()
+            raise LocalFileError(f"Could not write {self.path}: {exc.strerror or exc}.") from None
+        fsync_directory(self.target.parent)
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if not self._committed:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+
+    def __enter__(self) -> PreparedWrite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def check_replaceable(target: Path) -> None:
+    """A rename over an immutable or append-only file, or over a directory, fails: say so first."""
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LocalFileError(f"Could not read {target}: {exc.strerror or exc}.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise LocalFileError(f"{target} is a directory, not a file; move it away.")
+    if os.name == "nt" or not stat.S_ISREG(st.st_mode):
+        return
+    flags = _inode_flags(target)
+    if flags is not None and flags & _IMMUTABLE_OR_APPEND:
+        raise LocalFileError(
+            f"{target} is immutable or append-only (chattr); remove that flag with `chattr -i -a`."
+        )
+
+
+def _inode_flags(target: Path) -> int | None:
+    import array
+    import fcntl
+
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        buf = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf, True)
+        return int(buf[0])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write via a same-directory temp file, fsync, chmod, rename: readers never see half a file."""
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
+    PreparedWrite(path, len(data), mode).commit(data)
+
+
+def sweep_stale_temps(directory: Path, name: str, max_age: float = STALE_TEMP_AGE) -> int:
+    """Remove `<name>.tmp.*` files older than `max_age`: left by a writer killed mid-write."""
+    removed = 0
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(name + TEMP_MARK):
+            continue
         with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise LocalFileError(f"Could not write {path}: {exc.strerror or exc}.") from None
-    fsync_directory(path.parent)
+            if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > max_age:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def fsync_directory(directory: Path) -> None:
@@ -48,9 +185,16 @@ def fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def ensure_private_dir(directory: Path) -> None:
-    """Create a directory (and parents) the way the Kimi CLIs do: mode 0700 for what we create."""
+def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
+    """Create a directory (and parents) the way the Kimi CLIs do: mode 0700 for what we create.
+
+    `tighten` also brings an existing directory of ours down to 0700 (older versions made 0755).
+    """
     if directory.is_dir():
+        if tighten and os.name != "nt":
+            with contextlib.suppress(OSError):
+                if stat.S_IMODE(directory.stat().st_mode) & 0o077:
+                    os.chmod(directory, 0o700)
         return
     try:
         directory.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -75,7 +219,8 @@ def read_json_object(path: Path, max_bytes: int = MAX_JSON_BYTES) -> tuple[dict[
     if not raw.strip():
         raise LocalFileError(f"{path} is empty.")
     try:
-        value = json.loads(raw.decode("utf-8"))
+        # A UTF-8 byte order mark is accepted, as most JSON readers do; dump_json_like keeps it.
+        value = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise LocalFileError(f"{path} is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
@@ -92,7 +237,7 @@ def dump_json_like(value: Any, original: bytes | None) -> bytes:
     indent: int | str | None = 2
     trailing_newline = True
     if original is not None:
-        text = original.decode("utf-8", "replace")
+        text = original.decode("utf-8-sig", "replace")
         trailing_newline = text.endswith("\n")
         lines = text.splitlines()
         if len(lines) <= 1:
@@ -104,8 +249,13 @@ def dump_json_like(value: Any, original: bytes | None) -> bytes:
     separators = (",", ": ") if indent is not None else (", ", ": ")
     if original is not None and indent is None and b", " not in original and b": " not in original:
         separators = (",", ":")
-    body = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
-    return (body + ("\n" if trailing_newline else "")).encode("utf-8")
+    try:
+        body = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators,
+                          allow_nan=False)
+    except ValueError:  # NaN or Infinity: not JSON for the other programs reading the file
+        raise LocalFileError("Refusing to write a non-finite number into a JSON file.") from None
+    bom = UTF8_BOM if original is not None and original.startswith(UTF8_BOM) else b""
+    return bom + (body + ("\n" if trailing_newline else "")).encode("utf-8")
 
 
 class FileLock:

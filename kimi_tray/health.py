@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from kimi_tray.usage.model import Usage
 
 DEFAULT_LIFETIME = 900.0
-MIN_REFRESH_MARGIN = 300.0
 EXPIRING_BELOW = 120.0
+MIN_REFRESH_GAP = 10.0
 
 
 class Health(str, Enum):
@@ -29,8 +29,21 @@ class Health(str, Enum):
 
 
 def refresh_margin(lifetime: float | None) -> float:
-    """The Kimi CLI's own rule: refresh when less than max(300 s, half the lifetime) is left."""
-    return max(MIN_REFRESH_MARGIN, 0.5 * (lifetime or DEFAULT_LIFETIME))
+    """Refresh when half the lifetime is left.
+
+    For tokens of 600 s and more this is the Kimi CLI's own rule, max(300 s, lifetime / 2); its
+    300 s floor is dropped for shorter tokens, where it would be the whole lifetime or more and
+    turn every check into a refresh.
+    """
+    return 0.5 * (lifetime if lifetime and lifetime > 0 else DEFAULT_LIFETIME)
+
+
+def min_refresh_gap(lifetime: float | None) -> float:
+    """The least time between two refreshes, whatever the server, the file or the clock say.
+
+    With it no token lifetime sees more than 4 refreshes, and no 10 s more than one.
+    """
+    return max(MIN_REFRESH_GAP, 0.25 * (lifetime if lifetime and lifetime > 0 else DEFAULT_LIFETIME))
 
 
 def refresh_due_at(expires_at: float, lifetime: float | None) -> float:

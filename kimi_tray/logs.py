@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+import os
 import re
 import threading
 import time
@@ -57,6 +59,16 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The log names files and accounts: the log file and its rotations are mode 0600."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        with contextlib.suppress(OSError):
+            os.close(os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            os.chmod(self.baseFilename, 0o600)
+        return super()._open()
+
+
 def log_file(log_dir: Path) -> Path:
     return log_dir / LOG_FILE_NAME
 
@@ -72,15 +84,18 @@ def setup_logging(log_dir: Path | None, to_stderr: bool, verbose: bool = False) 
     path: Path | None = None
     if log_dir is not None:
         try:
-            log_dir.mkdir(parents=True, exist_ok=True)
+            from kimi_tray.errors import LocalFileError
+            from kimi_tray.fileio import ensure_private_dir
+
+            ensure_private_dir(log_dir, tighten=True)
             path = log_file(log_dir)
-            handler: logging.Handler = logging.handlers.RotatingFileHandler(
+            handler: logging.Handler = PrivateRotatingFileHandler(
                 path, maxBytes=1_000_000, backupCount=3, encoding="utf-8"
             )
             handler.setFormatter(formatter)
             handler.addFilter(redactor)
             root.addHandler(handler)
-        except OSError:
+        except (OSError, LocalFileError):
             path = None
     if to_stderr:
         stream = logging.StreamHandler()

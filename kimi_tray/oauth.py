@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import platform
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +16,15 @@ import httpx
 from kimi_tray import __version__
 from kimi_tray.config import check_oauth_host
 from kimi_tray.errors import DeviceFlowError, LoginNeeded, TransientError
+from kimi_tray.tokens import jwt_expiry
+
+log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/api/oauth/token"
 DEVICE_PATH = "/api/oauth/device_authorization"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+MAX_ACCESS_LIFETIME = 86400.0  # Kimi grants 900 s; more than a day is a mistake (e.g. milliseconds)
+SAFE_LIFETIME = 300.0  # what we assume when the server's expires_in cannot be right
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class TokenResponse:
     expires_in: float
     scope: str = ""
     token_type: str = "Bearer"
+    warning: str = ""  # set when the server's expires_in was replaced by a safe value
 
     def __repr__(self) -> str:
         return f"TokenResponse(expires_in={self.expires_in!r})"
@@ -75,10 +85,12 @@ class OAuthClient:
         headers: dict[str, str] | None = None,
         timeout: float = 15.0,
         transport: httpx.BaseTransport | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         check_oauth_host(host)
         self.host = host.rstrip("/")
         self.client_id = client_id
+        self.now = now
         self._client = httpx.Client(
             headers=headers or {}, timeout=timeout, transport=transport, follow_redirects=False,
             trust_env=False,
@@ -87,11 +99,15 @@ class OAuthClient:
     def close(self) -> None:
         self._client.close()
 
-    def refresh(self, refresh_token: str) -> TokenResponse:
-        """One refresh attempt. Raises LoginNeeded (token dead) or TransientError (try later)."""
+    def refresh(self, refresh_token: str, timeout: httpx.Timeout | float | None = None) -> TokenResponse:
+        """One refresh attempt. Raises LoginNeeded (token dead) or TransientError (try later).
+
+        `timeout` overrides the client's (short under the Kimi lock, capped by a deadline).
+        """
         response = self._post(
             TOKEN_PATH,
             {"client_id": self.client_id, "grant_type": "refresh_token", "refresh_token": refresh_token},
+            timeout,
         )
         body = _json_or_none(response)
         error = body.get("error") if isinstance(body, dict) else None
@@ -103,7 +119,7 @@ class OAuthClient:
                 f"The Kimi OAuth server answered HTTP {response.status_code}"
                 + (f" ({error})" if isinstance(error, str) else "") + "."
             )
-        return _token_from(body)
+        return _token_from(body, self.now())
 
     def start_device_login(self) -> DeviceAuthorization:
         response = self._post(DEVICE_PATH, {"client_id": self.client_id})
@@ -148,16 +164,29 @@ class OAuthClient:
                 f"The Kimi OAuth server rejected the login (HTTP {response.status_code}"
                 + (f", {error}" if isinstance(error, str) else "") + ")."
             )
-        return _token_from(body)
+        return _token_from(body, self.now())
 
-    def _post(self, path: str, form: dict[str, str]) -> httpx.Response:
+    def _post(self, path: str, form: dict[str, str],
+              timeout: httpx.Timeout | float | None = None) -> httpx.Response:
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
-            return self._client.post(self.host + path, data=form)
+            return self._client.post(self.host + path, data=form, **extra)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            raise TransientError(
+                f"The Kimi OAuth server at {self.host} did not accept a connection in time.",
+                slow=True,
+            ) from None
         except httpx.TimeoutException:
-            raise TransientError(f"The Kimi OAuth server at {self.host} did not answer in time.") from None
+            raise TransientError(
+                f"The Kimi OAuth server at {self.host} did not answer in time.",
+                slow=True, maybe_sent=True,
+            ) from None
+        except (httpx.ConnectError, httpx.UnsupportedProtocol):
+            raise TransientError(f"Could not reach the Kimi OAuth server at {self.host}.") from None
         except httpx.TransportError as exc:
             raise TransientError(
-                f"Could not reach the Kimi OAuth server at {self.host} ({type(exc).__name__})."
+                f"The connection to the Kimi OAuth server at {self.host} broke ({type(exc).__name__}).",
+                maybe_sent=True,
             ) from None
 
 
@@ -192,20 +221,44 @@ def _retry_after(value: str | None) -> float | None:
             return None
 
 
-def _token_from(body: Any) -> TokenResponse:
+def _token_from(body: Any, now: float) -> TokenResponse:
     if not isinstance(body, dict):
         raise TransientError("The Kimi OAuth server sent a reply that is not JSON.")
-    access, refresh, expires_in = body.get("access_token"), body.get("refresh_token"), body.get("expires_in")
+    access, refresh = body.get("access_token"), body.get("refresh_token")
     if not isinstance(access, str) or not access or not isinstance(refresh, str) or not refresh:
         raise TransientError("The Kimi OAuth server's reply lacks the new tokens.")
-    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or expires_in <= 0:
-        raise TransientError("The Kimi OAuth server's reply lacks a valid expires_in.")
+    # The server has rotated by now: a bad expires_in must not cost the login, so the tokens are
+    # kept with a safe lifetime instead.
+    expires_in, warning = safe_lifetime(body.get("expires_in"), access, now)
+    if warning:
+        log.warning("%s", warning)
     scope = body.get("scope")
     token_type = body.get("token_type")
     return TokenResponse(
         access_token=access,
         refresh_token=refresh,
-        expires_in=float(expires_in),
+        expires_in=expires_in,
         scope=scope if isinstance(scope, str) else "",
         token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+        warning=warning,
     )
+
+
+def plausible_lifetime(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            and 0 < value <= MAX_ACCESS_LIFETIME)
+
+
+def safe_lifetime(value: Any, access_token: str, now: float) -> tuple[float, str]:
+    """The server's expires_in when it is plausible; else the access token's JWT `exp`, else 300 s."""
+    if plausible_lifetime(value):
+        return float(value), ""
+    shown = repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (
+        "missing" if value is None else f"a {type(value).__name__}")
+    exp = jwt_expiry(access_token)
+    if exp is not None and plausible_lifetime(exp - now):
+        lifetime, source = exp - now, "the access token's own expiry"
+    else:
+        lifetime, source = SAFE_LIFETIME, f"a safe {SAFE_LIFETIME:.0f} s"
+    return lifetime, (f"The Kimi OAuth server sent expires_in {shown}, which cannot be right; "
+                      f"the new tokens are kept with {source} ({lifetime:.0f} s).")

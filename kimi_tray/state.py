@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ class PersistentState:
     openclaw: OpenClawView = field(default_factory=OpenClawView)
     last_forced_login_warning: float | None = None
     openclaw_memory: OpenClawMemory = field(default_factory=OpenClawMemory)
+    inflight_refresh_fp: str = ""  # a refresh sent whose answer is not saved yet
 
 
 class StateStore:
@@ -61,6 +63,8 @@ class StateStore:
         self.path = directory / "state.json"
 
     def load(self) -> PersistentState:
+        """Read what we remember; a field of the wrong type is dropped with a warning and the
+        file rewritten, so one bad value never stops `status` or the tray."""
         if not self.path.exists():
             return PersistentState()
         try:
@@ -68,17 +72,25 @@ class StateStore:
         except LocalFileError as exc:
             log.warning("Ignoring the state file: %s", exc)
             return PersistentState()
-        view = data.get("openclaw") if isinstance(data.get("openclaw"), dict) else {}
-        known_view = {k: v for k, v in view.items() if k in OpenClawView.__dataclass_fields__}
-        known = {k: v for k, v in data.items() if k in PersistentState.__dataclass_fields__}
-        known["openclaw"] = OpenClawView(**known_view)
-        memory = data.get("openclaw_memory") if isinstance(data.get("openclaw_memory"), dict) else {}
-        known["openclaw_memory"] = OpenClawMemory(
-            **{k: v for k, v in memory.items() if k in OpenClawMemory.__dataclass_fields__})
-        try:
-            return PersistentState(**known)
-        except TypeError:
-            return PersistentState()
+        dropped: list[str] = []
+        view = data.get("openclaw", {})
+        if not isinstance(view, dict):
+            dropped.append("openclaw")
+            view = {}
+        memory = data.get("openclaw_memory", {})
+        if not isinstance(memory, dict):
+            dropped.append("openclaw_memory")
+            memory = {}
+        state = PersistentState(**_typed(PersistentState, data, dropped,
+                                         skip={"openclaw", "openclaw_memory"}))
+        state.openclaw = OpenClawView(**_typed(OpenClawView, view, dropped, prefix="openclaw."))
+        state.openclaw_memory = OpenClawMemory(
+            **_typed(OpenClawMemory, memory, dropped, prefix="openclaw_memory."))
+        if dropped:
+            log.warning("Ignored wrong-typed fields in %s (%s); the file is rewritten without them.",
+                        self.path, ", ".join(dropped))
+            self.save(state)
+        return state
 
     def save(self, state: PersistentState) -> None:
         try:
@@ -87,3 +99,35 @@ class StateStore:
             atomic_write(self.path, (json.dumps(payload, indent=2) + "\n").encode())
         except LocalFileError as exc:
             log.warning("Could not save the state file: %s", exc)
+
+
+def _typed(cls: type, data: dict[str, Any], dropped: list[str], skip: frozenset[str] | set[str] = frozenset(),
+           prefix: str = "") -> dict[str, Any]:
+    """The fields of `data` whose values have the type the dataclass declares; others dropped."""
+    kept: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in skip or f.name not in data:
+            continue
+        value = data[f.name]
+        if _fits(str(f.type), value):
+            kept[f.name] = value
+        else:
+            dropped.append(prefix + f.name)
+    return kept
+
+
+def _fits(declared: str, value: Any) -> bool:
+    if value is None:
+        return "None" in declared
+    kinds = {part.strip() for part in declared.split("|")}
+    if isinstance(value, bool):
+        return "bool" in kinds
+    if isinstance(value, (int, float)):
+        return bool(kinds & {"float", "int"}) and math.isfinite(value)
+    if isinstance(value, str):
+        return "str" in kinds
+    if isinstance(value, dict):
+        return any(k.startswith("dict") for k in kinds) or not kinds & {"str", "float", "int", "bool"}
+    if isinstance(value, list):
+        return any(k.startswith(("list", "tuple")) for k in kinds)
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -210,3 +211,34 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
 
 def have(command: str) -> bool:
     return shutil.which(command) is not None
+
+
+@contextlib.contextmanager
+def small_tmpfs(directory: Path, size: str = "64k") -> Iterator[Path]:
+    """A real, tiny filesystem to fill up (root only: CI runs as root)."""
+    require(os.geteuid() == 0 and have("mount"), "root and mount (a tmpfs to fill)")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)],
+                   check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def fill_up(directory: Path) -> None:
+    """Write until the filesystem says ENOSPC."""
+    with open(directory / "filler", "wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 512)
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """`chattr +i`: not even root may replace, rename or write it."""
+    require(os.geteuid() == 0 and have("chattr"), "root and chattr (e2fsprogs)")
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)

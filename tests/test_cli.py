@@ -145,10 +145,16 @@ def test_uninstall_works_with_a_bad_config_file(env, home, tmp_path) -> None:
     assert not (home / ".config" / "autostart" / "kimi-tray.desktop").exists()
 
 
-def test_help_documents_exit_codes() -> None:
-    result = subprocess.run([sys.executable, "-m", "kimi_tray", "renew", "--help"], capture_output=True,
-                            text=True, cwd=ROOT)
-    assert "3  a browser login is needed" in result.stdout
+def test_help_and_readme_show_the_one_exit_code_table() -> None:
+    from kimi_tray import exit_codes
+
+    readme = (ROOT / "README.md").read_text()
+    for command in ("renew", "status"):
+        result = subprocess.run([sys.executable, "-m", "kimi_tray", command, "--help"],
+                                capture_output=True, text=True, cwd=ROOT)
+        assert exit_codes.help_text() in result.stdout
+    for code, meaning in exit_codes.TABLE:
+        assert f"| {code} | {meaning} |" in readme, f"README lacks exit code {code}"
 
 
 def test_daemon_renews_stops_on_sigterm_and_is_single_instance(env, home, oauth_server, tmp_path):
@@ -224,7 +230,7 @@ def test_read_only_credentials_directory_burns_no_token(env, home, oauth_server,
     finally:
         subprocess.run(["chattr", "-i", str(kimi_file(home).parent)], check=False)
         kimi_file(home).parent.chmod(0o700)
-    assert renew.returncode == 1 and "Cannot write in" in renew.stderr and "nothing is lost" in renew.stderr
+    assert renew.returncode == 1 and "Could not write" in renew.stderr and "nothing is lost" in renew.stderr
     assert oauth_server.refresh_calls == 0
     assert kimi_file(home).read_bytes() == before
     assert tokens["refresh_token"] in oauth_server.valid_refresh

@@ -83,13 +83,17 @@ def test_save_keeps_unknown_fields_and_order(tmp_path: Path) -> None:
     assert stat.S_IMODE(src.path.stat().st_mode) == 0o600
 
 
-def test_kimi_code_owner_gets_integer_expiry_and_six_fields(tmp_path: Path) -> None:
+def test_kimi_code_owner_gets_integer_expiry_and_keeps_foreign_fields(tmp_path: Path) -> None:
+    """The README says: foreign fields in the TypeScript CLI's file are kept by us."""
     src = source(tmp_path / "kc", TYPESCRIPT_CLI)
     src.save("a" * 20, "r" * 20, 1234.9, 900, "kimi-code", "Bearer")
     data = json.loads(src.path.read_text())
     assert data["expires_at"] == 1234 and isinstance(data["expires_at"], int)
     assert set(data) == {"access_token", "refresh_token", "expires_at", "scope", "token_type",
                          "expires_in"}
+    src.path.write_text(json.dumps({**data, "foreign": {"x": 1}}, indent=2) + "\n")
+    src.save("b" * 20, "s" * 20, 2000.0, 900, "kimi-code", "Bearer")
+    assert json.loads(src.path.read_text())["foreign"] == {"x": 1}
     assert stat.S_IMODE(src.path.parent.stat().st_mode) == 0o700
     assert src.path.read_text().endswith("}\n")
 

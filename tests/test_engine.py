@@ -73,10 +73,10 @@ def test_rejected_token_rereads_file_and_uses_the_rotated_one(settings, home, oa
     oauth_server.valid_refresh.discard(tokens["refresh_token"])
     original_refresh = engine.oauth.refresh
 
-    def refresh_then_rewrite(refresh_token: str):
+    def refresh_then_rewrite(refresh_token: str, timeout=None):
         if refresh_token == tokens["refresh_token"]:
             write_credentials(kimi_file(home), rotated, clock.now() + 100)
-        return original_refresh(refresh_token)
+        return original_refresh(refresh_token, timeout)
 
     engine.oauth.refresh = refresh_then_rewrite  # the edge: inject the race deterministically
     creds, renewed = engine.refresh_once()

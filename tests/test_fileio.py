@@ -133,3 +133,14 @@ def test_directory_lock_takes_over_a_stale_lock_and_keeps_its_own_fresh(tmp_path
     with pytest.raises(LockTimeout):
         stale.mkdir()
         DirectoryLock(sentinel, timeout=0.3, stale=5).acquire()
+
+
+def test_atomic_write_follows_a_symlink_and_keeps_the_link(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "profiles.json"
+    real.parent.mkdir()
+    real.write_text("{}")
+    link = tmp_path / "profiles.json"
+    link.symlink_to(real)
+    atomic_write(link, b'{"a": 1}\n')
+    assert link.is_symlink() and real.read_text() == '{"a": 1}\n'
+    assert [p.name for p in tmp_path.iterdir() if ".tmp." in p.name] == []

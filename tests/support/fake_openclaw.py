@@ -25,6 +25,10 @@ def main(argv: list[str]) -> int:
     if argv[:3] == ["models", "auth", "paste-token"]:
         stdin = sys.stdin.read()
         record["stdin_fp"] = hashlib.sha256(stdin.encode()).hexdigest()[:16]
+    environ_log = os.environ.get("FAKE_OPENCLAW_ENVIRON_LOG")
+    if environ_log:  # what /proc/<pid>/environ of this call shows, for the no-leak checks
+        with open(f"/proc/{os.getpid()}/environ", "rb") as source, open(environ_log, "ab") as sink:
+            sink.write(source.read().replace(b"\0", b"\n") + b"\n")
     log = os.environ.get("FAKE_OPENCLAW_LOG")
     if log:
         with open(log, "a") as handle:

@@ -30,7 +30,15 @@ def main() -> int:
     else:
         lock_dir = cred.parent.parent / "oauth" / "kimi-code.lock"
         lock_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.mkdir(lock_dir)
+        deadline = time.time() + 30  # proper-lockfile retries for about a minute
+        while True:
+            try:
+                os.mkdir(lock_dir)
+                break
+            except FileExistsError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.02)
     print("locked", flush=True)
     if url:
         data = json.loads(cred.read_text())
@@ -47,7 +55,7 @@ def main() -> int:
     while time.time() < deadline:
         if kind == "mkdir":
             os.utime(lock_dir)
-        time.sleep(0.2)
+        time.sleep(max(0.0, min(0.2, deadline - time.time())))
     if kind == "mkdir":
         os.rmdir(lock_dir)
     print("released", flush=True)

@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -45,6 +46,12 @@ class FakeKimiOAuth:
         self.refresh_calls = 0
         self.successful_refreshes = 0
         self.requests: list[dict] = []
+        self.issued: list[str] = []  # every token handed out, for the no-leak checks
+        self.rotations: list[dict] = []  # per successful refresh: when it rotated, when it answered
+        self.reused: list[str] = []  # refresh tokens sent again after they had rotated
+        self.spent: set[str] = set()
+        self.on_rotate: Callable[[], None] | None = None  # called when a refresh rotated
+        self.on_answer: Callable[[], None] | None = None  # called when its answer is sent
         self.devices: dict[str, DeviceLogin] = {}
         self.device_script: list[str] = ["pending", "ok"]
         self._counter = itertools.count(1)
@@ -73,10 +80,12 @@ class FakeKimiOAuth:
             refresh = make_jwt({"sub": "user", "exp": self.refresh_exp, "n": n})
         else:
             refresh = f"rt-{n}-{secrets.token_urlsafe(24)}"
+        access = f"at-{n}-{secrets.token_urlsafe(32)}"
         with self._lock:
             self.valid_refresh.add(refresh)
+            self.issued.extend((access, refresh))
         return {
-            "access_token": f"at-{n}-{secrets.token_urlsafe(32)}",
+            "access_token": access,
             "refresh_token": refresh,
             "expires_in": self.lifetime,
             "scope": "kimi-code",
@@ -88,8 +97,10 @@ class FakeKimiOAuth:
             self.valid_refresh.clear()
 
     def fail_next(self, *faults: str) -> None:
-        """Queue faults: '500', '429:<retry-after>', 'slow:<seconds>', 'drop', 'malformed',
-        'missing', '401', '403'."""
+        """Queue faults: '500', '502', '429:<retry-after>', '429-bare' (no Retry-After),
+        'slow:<seconds>' (before anything), 'late:<seconds>' (rotate, then answer that much later),
+        'expires:<raw JSON number>' (rotate, answer with that expires_in), 'drop', 'reset',
+        'malformed', 'missing', '401', '403'."""
         with self._lock:
             self.faults.extend(faults)
 
@@ -121,7 +132,26 @@ class FakeKimiOAuth:
                 self.end_headers()
                 self.wfile.write(data)
 
+            late = 0.0
+            raw_expires: str | None = None
+            last_rotation: dict | None = None
+
+            def handle_one_request(self) -> None:
+                """After a refresh answer, how the client's connection ends tells whether the
+                client read it: a process that dies with unread data makes its kernel send a
+                reset, one that read everything closes cleanly."""
+                try:
+                    super().handle_one_request()
+                except ConnectionResetError:
+                    self.close_connection = True
+                    if self.last_rotation is not None:
+                        self.last_rotation["client_read"] = False
+                    return
+                if not self.raw_requestline and self.last_rotation is not None:
+                    self.last_rotation["client_read"] = True
+
             def do_POST(self) -> None:  # noqa: N802
+                self.late, self.raw_expires = 0.0, None
                 length = int(self.headers.get("Content-Length") or 0)
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 with owner._lock:
@@ -147,12 +177,26 @@ class FakeKimiOAuth:
                 if kind == "slow":
                     time.sleep(float(arg or 2))
                     return False
+                if kind in ("late", "expires"):
+                    self.late, self.raw_expires = (float(arg), None) if kind == "late" else (0.0, arg)
+                    return False
+                if kind == "reset":
+                    import socket
+                    import struct
+
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return True
                 if kind == "drop":
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return True
-                if kind == "500":
-                    self._reply(500, {"error": "server_error"})
+                if kind in ("500", "502"):
+                    self._reply(int(kind), {"error": "server_error"})
+                elif kind == "429-bare":
+                    self._reply(429, {"error": "rate_limited"})
                 elif kind == "503":
                     self._reply(503, b"<html>unavailable</html>")
                 elif kind == "429":
@@ -173,12 +217,37 @@ class FakeKimiOAuth:
                     alive = token in owner.valid_refresh
                     if alive:
                         owner.valid_refresh.discard(token)
+                        owner.spent.add(token)
+                    elif token in owner.spent:
+                        owner.reused.append(token)
                 if not alive:
                     return self._reply(400, {"error": "invalid_grant",
                                              "error_description": "refresh token revoked"})
+                record = {"rotated": time.time(), "answered": None, "consumed": token,
+                          "client_read": None}
                 with owner._lock:
                     owner.successful_refreshes += 1
-                self._reply(200, owner.issue())
+                    owner.rotations.append(record)
+                tokens = owner.issue()
+                record["refresh_token"] = tokens["refresh_token"]
+                if owner.on_rotate is not None:
+                    owner.on_rotate()
+                body: object = tokens
+                if self.raw_expires is not None:
+                    tokens.pop("expires_in")
+                    body = (json.dumps(tokens)[:-1] + f', "expires_in": {self.raw_expires}}}').encode()
+                if self.late:
+                    time.sleep(self.late)
+                try:
+                    self._reply(200, body)
+                    self.wfile.flush()
+                except OSError:  # the client is gone (killed): the token is lost on the wire
+                    self.close_connection = True
+                finally:
+                    record["answered"] = time.time()
+                    self.last_rotation = record
+                    if owner.on_answer is not None:
+                        owner.on_answer()
 
             def _device_authorization(self) -> None:
                 n = next(owner._counter)
