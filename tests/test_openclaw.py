@@ -273,3 +273,19 @@ def test_an_agent_file_with_only_a_kimi_oauth_profile_is_in_sync_without_a_secon
         "type": "token", "provider": "kimi", "token": "old", "expires": 1}}})
     assert LegacyFileTarget(settings).sync(TOKEN, NOW).state == "in_sync"
     assert list(json.loads(path.read_text())["profiles"]) == ["kimi:oauth"]
+
+
+def test_cli_sync_never_pastes_over_a_users_own_api_key_profile(settings, fake_log) -> None:
+    """OpenClaw 2026.9.6 lists a user's `paste-api-key --provider kimi-coding` key as profile
+    kimi-coding:default, type api_key, among `auth.oauth.profiles`: that id is not ours then."""
+    store = settings.openclaw_state_dir / "fake-store.json"
+    store.parent.mkdir(parents=True)
+    users_key = {"label": "sk-user-...34567890", "provider": "kimi-coding", "type": "api_key"}
+    store.write_text(json.dumps({"kimi-coding:default": users_key}))
+    now = time.time()
+    view = CliTarget(settings).sync(Token(TOKEN.access, now + 900), now)
+    assert view.state == "in_sync", view.detail
+    pasted = [c["argv"][c["argv"].index("--profile-id") + 1] for c in calls(fake_log)
+              if "paste-token" in c["argv"]]
+    assert pasted == ["kimi:oauth"]
+    assert json.loads(store.read_text())["kimi-coding:default"] == users_key

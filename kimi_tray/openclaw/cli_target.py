@@ -58,8 +58,10 @@ class CliTarget:
             self._paste(token, now, self.profile_id, PROVIDER, agent)
         view = self.inspect(token, now)
         legacy = self._profile(self.legacy_profile_id)
-        if legacy is not None and not self._holds(self.legacy_profile_id, token.access):
+        if legacy is not None and legacy.get("type") in ("token", "oauth") \
+                and not self._holds(self.legacy_profile_id, token.access):
             # A kimi-coding profile carried over from the JSON era: we keep it current too.
+            # Under that id a user's own API key (type api_key) is theirs: never pasted over.
             provider = str(legacy.get("provider") or LEGACY_PROVIDER)
             self._paste(token, now, self.legacy_profile_id, provider, None)
             view = self.inspect(token, now)

@@ -51,15 +51,19 @@ def main(argv: list[str]) -> int:
         profile = argv[argv.index("--profile-id") + 1]
         seconds = int(argv[argv.index("--expires-in") + 1].rstrip("s"))
         store[profile] = {"label": f"{stdin[:8]}...{stdin[-7:]}",
+                          "provider": argv[argv.index("--provider") + 1], "type": "token",
                           "expiresAt": int((time.time() + seconds) * 1000)}
         state.mkdir(parents=True, exist_ok=True)
         store_path.write_text(json.dumps(store))
         print(f"Auth profile: {profile} (kimi/token)")
         return 0
     if argv[:3] == ["models", "status", "--json"]:
-        profiles = [{"profileId": pid, "provider": "kimi", "type": "token", "status": "ok",
-                     "expiresAt": p["expiresAt"]} for pid, p in store.items()]
-        labels = [f"{pid}=token:{p['label']}" for pid, p in store.items()]
+        # A profile seeded into fake-store.json may be another type (a user's api_key).
+        profiles = [{"profileId": pid, "provider": p.get("provider", "kimi"),
+                     "type": p.get("type", "token"), "status": "ok", "expiresAt": p.get("expiresAt")}
+                    for pid, p in store.items()]
+        labels = [f"{pid}={p['label']}" if p.get("type") == "api_key" else f"{pid}=token:{p['label']}"
+                  for pid, p in store.items()]
         reported = os.environ.get("FAKE_OPENCLAW_STORE_PATH") or str(state / "state" / "openclaw.sqlite")
         print(json.dumps({"auth": {"storePath": reported,
                                    "providers": [{"provider": "kimi", "profiles": {"labels": labels}}],
