@@ -289,3 +289,24 @@ def test_cli_sync_never_pastes_over_a_users_own_api_key_profile(settings, fake_l
               if "paste-token" in c["argv"]]
     assert pasted == ["kimi:oauth"]
     assert json.loads(store.read_text())["kimi-coding:default"] == users_key
+
+
+def test_every_paste_of_a_sync_promises_openclaw_no_more_than_the_token_lives(
+        settings, fake_log, monkeypatch) -> None:
+    """The second paste of a sync (a carried-over kimi-coding profile, another agent) starts
+    seconds after the first: its expiry must count them."""
+    import kimi_tray.openclaw.cli_target as cli_target
+
+    monkeypatch.setattr(cli_target, "CLI_MIN_MARGIN", 0.0)
+    monkeypatch.setenv("FAKE_OPENCLAW_PASTE_DELAY", "1.0")
+    settings = settings.with_overrides(openclaw_agents=("main", "a", "b"))
+    store = settings.openclaw_state_dir / "fake-store.json"
+    store.parent.mkdir(parents=True)
+    store.write_text(json.dumps({"kimi-coding:default": {
+        "label": "old-acce...7654321", "provider": "kimi-coding", "type": "token", "expiresAt": 1}}))
+    now = time.time()
+    token = Token(TOKEN.access, now + 900)
+    CliTarget(settings, OpenClawMemory(call_seconds=1.1)).sync(token, now)
+    expiries = {pid: p["expiresAt"] for pid, p in json.loads(store.read_text()).items()}
+    assert set(expiries) == {"kimi:oauth", "kimi-coding:default"}
+    assert max(expiries.values()) <= token.expires_at * 1000, expiries
