@@ -310,3 +310,23 @@ def test_every_paste_of_a_sync_promises_openclaw_no_more_than_the_token_lives(
     expiries = {pid: p["expiresAt"] for pid, p in json.loads(store.read_text()).items()}
     assert set(expiries) == {"kimi:oauth", "kimi-coding:default"}
     assert max(expiries.values()) <= token.expires_at * 1000, expiries
+
+
+def test_json_file_with_a_users_own_kimi_coding_api_key_gets_our_token_beside_it(settings) -> None:
+    """A user's API key under kimi-coding:default is theirs: our token goes into kimi:oauth
+    (a token profile, as OpenClaw's paste-token writes it) and the key stays as it was."""
+    users_key = {"type": "api_key", "provider": "kimi-coding", "key": "sk-users-own-key"}
+    path = legacy_file(settings, data={"version": 1, "profiles": {"kimi-coding:default": users_key}})
+    target = LegacyFileTarget(settings)
+    view = target.sync(TOKEN, NOW)
+    assert view.state == "in_sync", view.detail
+    profiles = json.loads(path.read_text())["profiles"]
+    assert profiles["kimi-coding:default"] == users_key
+    assert profiles["kimi:oauth"] == {"type": "token", "provider": "kimi", "token": TOKEN.access,
+                                      "expires": int(TOKEN.expires_at * 1000)}
+    assert target.sync(TOKEN, NOW).state == "in_sync" and len(json.loads(path.read_text())["profiles"]) == 2
+    both = {"kimi-coding:default": users_key, "kimi:oauth": dict(users_key, provider="kimi")}
+    before = legacy_file(settings, data={"version": 1, "profiles": both}).read_bytes()
+    with pytest.raises(OpenClawError, match="not kimi-tray's"):
+        target.sync(TOKEN, NOW)
+    assert path.read_bytes() == before
