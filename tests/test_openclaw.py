@@ -330,3 +330,17 @@ def test_json_file_with_a_users_own_kimi_coding_api_key_gets_our_token_beside_it
     with pytest.raises(OpenClawError, match="not kimi-tray's"):
         target.sync(TOKEN, NOW)
     assert path.read_bytes() == before
+
+
+def test_a_symlinked_agent_file_stays_a_link_and_its_target_gets_the_token(settings, tmp_path) -> None:
+    """OpenClaw 2026.6.x saves a symlinked auth-profiles.json through the link (json-file.ts
+    resolveJsonSaveTarget): a user's link (a shared or dotfiles copy) must stay a link."""
+    path = legacy_file(settings)
+    shared = tmp_path / "shared" / "auth-profiles.json"
+    shared.parent.mkdir()
+    path.rename(shared)
+    path.symlink_to(Path("..") / ".." / ".." / ".." / ".." / "shared" / "auth-profiles.json")
+    assert path.resolve() == shared.resolve()
+    assert LegacyFileTarget(settings).sync(TOKEN, NOW).state == "in_sync"
+    assert path.is_symlink()
+    assert json.loads(shared.read_text())["profiles"]["kimi-coding:default"]["access"] == TOKEN.access

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ class LegacyFileTarget:
                 old = _set_token(profiles.get(profile_id), token)
                 if old:
                     replaced.add(old)
-            atomic_write(path, dump_json_like(data, original))
+            atomic_write(save_target(path), dump_json_like(data, original))
             update_models_json(path.parent / "models.json", replaced, token)
 
     def _ours(self, profiles: dict[str, Any]) -> list[str]:
@@ -206,6 +207,14 @@ def update_models_json(path: Path, replaced: set[str], token: Token) -> None:
             changed = True
     if changed:
         atomic_write(path, dump_json_like(data, original))
+
+
+def save_target(path: Path) -> Path:
+    """Where OpenClaw 2026.6.x saves this file (json-file.ts): through a symlink to its target,
+    so that a user's link stays a link; else the file itself."""
+    if not path.is_symlink():
+        return path
+    return Path(os.path.normpath(path.parent / os.readlink(path)))
 
 
 def legacy_profiles_path(state_dir: Path, agent: str) -> Path:
