@@ -344,3 +344,15 @@ def test_a_symlinked_agent_file_stays_a_link_and_its_target_gets_the_token(setti
     assert LegacyFileTarget(settings).sync(TOKEN, NOW).state == "in_sync"
     assert path.is_symlink()
     assert json.loads(shared.read_text())["profiles"]["kimi-coding:default"]["access"] == TOKEN.access
+
+
+def test_a_failing_openclaw_json_command_reports_openclaws_own_reason(settings, fake_log,
+                                                                      monkeypatch) -> None:
+    """OpenClaw 2026.9.6 over a 2026.6.x state dir: its reason, not the last line of its JSON."""
+    monkeypatch.setenv("FAKE_OPENCLAW_FAIL", "migration")
+    with pytest.raises(OpenClawError) as failed:
+        CliTarget(settings).inspect(TOKEN, NOW)
+    assert str(failed.value) == (
+        "openclaw models status failed: Auth profile store ~/.openclaw/agents/main/agent/"
+        "openclaw-agent.sqlite requires legacy credential migration; affected providers: "
+        "kimi-coding; run openclaw doctor --fix.")

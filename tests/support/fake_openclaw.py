@@ -57,6 +57,14 @@ def main(argv: list[str]) -> int:
         store_path.write_text(json.dumps(store))
         print(f"Auth profile: {profile} (kimi/token)")
         return 0
+    if argv[:3] == ["models", "status", "--json"] and "migration" in failing:
+        # What OpenClaw 2026.9.6 prints over a 2026.6.x state dir it has not migrated yet.
+        message = ("Auth profile store ~/.openclaw/agents/main/agent/openclaw-agent.sqlite requires "
+                   "legacy credential migration; affected providers: kimi-coding; run openclaw "
+                   "doctor --fix.")
+        print(json.dumps({"ok": False, "error": {"type": "cli_error", "message": message}}, indent=2))
+        print(f"[openclaw] Reason: {message}\n[openclaw] Help: openclaw --help", file=sys.stderr)
+        return 1
     if argv[:3] == ["models", "status", "--json"]:
         # A profile seeded into fake-store.json may be another type (a user's api_key).
         profiles = [{"profileId": pid, "provider": p.get("provider", "kimi"),
