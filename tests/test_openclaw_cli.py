@@ -108,3 +108,14 @@ def test_renew_with_openclaws_lock_held_by_a_live_process_writes_nothing(env, ho
     assert (f"the Kimi token was saved, but OpenClaw was not updated: OpenClaw's lock {lock} is held "
             f"by process {holder.pid}, which is still running") in renew.stderr
     assert path.read_text() == '{"version": 1, "profiles": {}}\n' and lock.exists()
+
+
+def test_renew_line_ends_with_one_full_stop_after_the_gateway_restart(env, home, oauth_server):
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    path = legacy_profiles_path(home / ".openclaw", "main")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"version": 1, "profiles": {}}\n')
+    renew = run_cli(["renew"], dict(env, KIMI_TRAY_OPENCLAW="file"))
+    assert renew.returncode == 0, renew.stderr
+    assert renew.stdout.rstrip("\n").endswith("; OpenClaw gateway restarted."), renew.stdout
+    assert not renew.stdout.rstrip("\n").endswith(".."), renew.stdout
