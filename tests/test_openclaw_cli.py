@@ -119,3 +119,16 @@ def test_renew_line_ends_with_one_full_stop_after_the_gateway_restart(env, home,
     assert renew.returncode == 0, renew.stderr
     assert renew.stdout.rstrip("\n").endswith("; OpenClaw gateway restarted."), renew.stdout
     assert not renew.stdout.rstrip("\n").endswith(".."), renew.stdout
+
+
+def test_doctor_names_the_profile_holding_our_token_beside_a_users_own_key(env, home, oauth_server):
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    path = legacy_profiles_path(home / ".openclaw", "main")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"version": 1, "profiles": {"kimi-coding:default": {
+        "type": "api_key", "provider": "kimi-coding", "key": "sk-users-own-key"}}}))
+    env = dict(env, KIMI_TRAY_OPENCLAW="file")
+    assert run_cli(["renew"], env).returncode == 0
+    doctor = run_cli(["doctor"], env)
+    assert "ok    openclaw profile: in_sync: kimi:oauth holds the current token" in doctor.stdout, \
+        doctor.stdout

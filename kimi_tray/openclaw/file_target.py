@@ -36,6 +36,7 @@ class LegacyFileTarget:
         self.agents = settings.openclaw_agents
         self.lock_wait = settings.lock_timeout if lock_wait is None else lock_wait
         self.problems: list[Problem] = []
+        self.holding_profile_id = self.profile_id  # where our token is, as the last inspect saw
 
     def describe(self) -> str:
         files = ", ".join(str(p) for p in self.files())
@@ -122,6 +123,8 @@ class LegacyFileTarget:
             profiles = data.get("profiles") if isinstance(data.get("profiles"), dict) else {}
             ours = self._ours(profiles)
             profile = profiles[ours[0]] if ours else None
+            if ours and path == paths[0]:
+                self.holding_profile_id = ours[0]
             if profile is None:
                 return OpenClawView("missing", f"{path} has no {self.profile_id} profile.", self.mode,
                                     checked_at=now)
