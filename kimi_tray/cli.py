@@ -322,7 +322,7 @@ def run_renew(settings: Settings, args: argparse.Namespace) -> int:
         line += f" ({result.openclaw.detail})"
     if result.restart_message:
         line += f"; {result.restart_message}"
-    print(line + ".")
+    print(line.rstrip(".") + ".")
     view = result.openclaw
     if view.state in ("in_sync", "off"):
         return EXIT_OK

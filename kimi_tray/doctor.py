@@ -140,13 +140,14 @@ def _check_openclaw_target(settings: Settings, target: OpenClawTarget, state: Pe
         return checks
     if view.state == "error" and not view.token_fp:
         return checks + [Check("fail", "openclaw profile", view.detail, "kimi-tray renew")]
-    ours = getattr(target, "profile_id", "our profile")
+    ours = getattr(target, "holding_profile_id", None) or getattr(target, "profile_id", "our profile")
     checks.append(Check("ok", "openclaw profile", f"in_sync: {ours} holds the current token"))
     problems = list(getattr(target, "problems", []))
     if isinstance(target, LegacyFileTarget) and has_cli:
         try:
             report = Runner(settings).json(["models", "status", "--json"])
-            problems += auth_order_problems(report, "kimi-coding", target.profile_id)
+            provider = "kimi-coding" if ours == target.profile_id else "kimi"
+            problems += auth_order_problems(report, provider, ours)
         except KimiTrayError as exc:
             problems.append(Problem(str(exc), "openclaw doctor", fatal=False,
                                     check="openclaw auth order"))

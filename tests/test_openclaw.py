@@ -273,3 +273,86 @@ def test_an_agent_file_with_only_a_kimi_oauth_profile_is_in_sync_without_a_secon
         "type": "token", "provider": "kimi", "token": "old", "expires": 1}}})
     assert LegacyFileTarget(settings).sync(TOKEN, NOW).state == "in_sync"
     assert list(json.loads(path.read_text())["profiles"]) == ["kimi:oauth"]
+
+
+def test_cli_sync_never_pastes_over_a_users_own_api_key_profile(settings, fake_log) -> None:
+    """OpenClaw 2026.9.6 lists a user's `paste-api-key --provider kimi-coding` key as profile
+    kimi-coding:default, type api_key, among `auth.oauth.profiles`: that id is not ours then."""
+    store = settings.openclaw_state_dir / "fake-store.json"
+    store.parent.mkdir(parents=True)
+    users_key = {"label": "sk-user-...34567890", "provider": "kimi-coding", "type": "api_key"}
+    store.write_text(json.dumps({"kimi-coding:default": users_key}))
+    now = time.time()
+    view = CliTarget(settings).sync(Token(TOKEN.access, now + 900), now)
+    assert view.state == "in_sync", view.detail
+    pasted = [c["argv"][c["argv"].index("--profile-id") + 1] for c in calls(fake_log)
+              if "paste-token" in c["argv"]]
+    assert pasted == ["kimi:oauth"]
+    assert json.loads(store.read_text())["kimi-coding:default"] == users_key
+
+
+def test_every_paste_of_a_sync_promises_openclaw_no_more_than_the_token_lives(
+        settings, fake_log, monkeypatch) -> None:
+    """The second paste of a sync (a carried-over kimi-coding profile, another agent) starts
+    seconds after the first: its expiry must count them."""
+    import kimi_tray.openclaw.cli_target as cli_target
+
+    monkeypatch.setattr(cli_target, "CLI_MIN_MARGIN", 0.0)
+    monkeypatch.setenv("FAKE_OPENCLAW_PASTE_DELAY", "1.0")
+    settings = settings.with_overrides(openclaw_agents=("main", "a", "b"))
+    store = settings.openclaw_state_dir / "fake-store.json"
+    store.parent.mkdir(parents=True)
+    store.write_text(json.dumps({"kimi-coding:default": {
+        "label": "old-acce...7654321", "provider": "kimi-coding", "type": "token", "expiresAt": 1}}))
+    now = time.time()
+    token = Token(TOKEN.access, now + 900)
+    CliTarget(settings, OpenClawMemory(call_seconds=1.1)).sync(token, now)
+    expiries = {pid: p["expiresAt"] for pid, p in json.loads(store.read_text()).items()}
+    assert set(expiries) == {"kimi:oauth", "kimi-coding:default"}
+    assert max(expiries.values()) <= token.expires_at * 1000, expiries
+
+
+def test_json_file_with_a_users_own_kimi_coding_api_key_gets_our_token_beside_it(settings) -> None:
+    """A user's API key under kimi-coding:default is theirs: our token goes into kimi:oauth
+    (a token profile, as OpenClaw's paste-token writes it) and the key stays as it was."""
+    users_key = {"type": "api_key", "provider": "kimi-coding", "key": "sk-users-own-key"}
+    path = legacy_file(settings, data={"version": 1, "profiles": {"kimi-coding:default": users_key}})
+    target = LegacyFileTarget(settings)
+    view = target.sync(TOKEN, NOW)
+    assert view.state == "in_sync", view.detail
+    profiles = json.loads(path.read_text())["profiles"]
+    assert profiles["kimi-coding:default"] == users_key
+    assert profiles["kimi:oauth"] == {"type": "token", "provider": "kimi", "token": TOKEN.access,
+                                      "expires": int(TOKEN.expires_at * 1000)}
+    assert target.sync(TOKEN, NOW).state == "in_sync" and len(json.loads(path.read_text())["profiles"]) == 2
+    both = {"kimi-coding:default": users_key, "kimi:oauth": dict(users_key, provider="kimi")}
+    before = legacy_file(settings, data={"version": 1, "profiles": both}).read_bytes()
+    with pytest.raises(OpenClawError, match="not kimi-tray's"):
+        target.sync(TOKEN, NOW)
+    assert path.read_bytes() == before
+
+
+def test_a_symlinked_agent_file_stays_a_link_and_its_target_gets_the_token(settings, tmp_path) -> None:
+    """OpenClaw 2026.6.x saves a symlinked auth-profiles.json through the link (json-file.ts
+    resolveJsonSaveTarget): a user's link (a shared or dotfiles copy) must stay a link."""
+    path = legacy_file(settings)
+    shared = tmp_path / "shared" / "auth-profiles.json"
+    shared.parent.mkdir()
+    path.rename(shared)
+    path.symlink_to(Path("..") / ".." / ".." / ".." / ".." / "shared" / "auth-profiles.json")
+    assert path.resolve() == shared.resolve()
+    assert LegacyFileTarget(settings).sync(TOKEN, NOW).state == "in_sync"
+    assert path.is_symlink()
+    assert json.loads(shared.read_text())["profiles"]["kimi-coding:default"]["access"] == TOKEN.access
+
+
+def test_a_failing_openclaw_json_command_reports_openclaws_own_reason(settings, fake_log,
+                                                                      monkeypatch) -> None:
+    """OpenClaw 2026.9.6 over a 2026.6.x state dir: its reason, not the last line of its JSON."""
+    monkeypatch.setenv("FAKE_OPENCLAW_FAIL", "migration")
+    with pytest.raises(OpenClawError) as failed:
+        CliTarget(settings).inspect(TOKEN, NOW)
+    assert str(failed.value) == (
+        "openclaw models status failed: Auth profile store ~/.openclaw/agents/main/agent/"
+        "openclaw-agent.sqlite requires legacy credential migration; affected providers: "
+        "kimi-coding; run openclaw doctor --fix.")

@@ -108,3 +108,27 @@ def test_renew_with_openclaws_lock_held_by_a_live_process_writes_nothing(env, ho
     assert (f"the Kimi token was saved, but OpenClaw was not updated: OpenClaw's lock {lock} is held "
             f"by process {holder.pid}, which is still running") in renew.stderr
     assert path.read_text() == '{"version": 1, "profiles": {}}\n' and lock.exists()
+
+
+def test_renew_line_ends_with_one_full_stop_after_the_gateway_restart(env, home, oauth_server):
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    path = legacy_profiles_path(home / ".openclaw", "main")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"version": 1, "profiles": {}}\n')
+    renew = run_cli(["renew"], dict(env, KIMI_TRAY_OPENCLAW="file"))
+    assert renew.returncode == 0, renew.stderr
+    assert renew.stdout.rstrip("\n").endswith("; OpenClaw gateway restarted."), renew.stdout
+    assert not renew.stdout.rstrip("\n").endswith(".."), renew.stdout
+
+
+def test_doctor_names_the_profile_holding_our_token_beside_a_users_own_key(env, home, oauth_server):
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    path = legacy_profiles_path(home / ".openclaw", "main")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"version": 1, "profiles": {"kimi-coding:default": {
+        "type": "api_key", "provider": "kimi-coding", "key": "sk-users-own-key"}}}))
+    env = dict(env, KIMI_TRAY_OPENCLAW="file")
+    assert run_cli(["renew"], env).returncode == 0
+    doctor = run_cli(["doctor"], env)
+    assert "ok    openclaw profile: in_sync: kimi:oauth holds the current token" in doctor.stdout, \
+        doctor.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.config import Settings
-from kimi_tray.openclaw import LegacyFileTarget, Token, legacy_profiles_path
+from kimi_tray.openclaw import LegacyFileTarget, Token, legacy_profiles_path, mask_matches
 from kimi_tray.state import StateStore
 from tests.conftest import (
     kimi_file,
@@ -157,3 +157,27 @@ def test_concurrent_lock_holders_wait_for_each_other(legacy_openclaw, settings: 
     out, err = writer.communicate(timeout=60)
     assert out.strip().endswith("done 0"), err
     assert json.loads(path.read_text())["profiles"]["openai:counter"]["key"] == "1"
+
+
+def test_a_users_own_kimi_coding_api_key_stays_and_openclaw_reads_our_token_beside_it(
+        legacy_openclaw, env, home, oauth_server) -> None:
+    real = openclaw_env(env, legacy_openclaw, home / ".openclaw")
+    path = legacy_profiles_path(home / ".openclaw", "main")
+    path.parent.mkdir(parents=True)
+    users_key = {"type": "api_key", "provider": "kimi-coding", "key": "sk-users-own-key-0123456789"}
+    path.write_text(json.dumps({"version": 1, "profiles": {"kimi-coding:default": users_key}}))
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 100)
+    renew = run_cli(["renew"], real, timeout=180)
+    assert renew.returncode == 0, renew.stdout + renew.stderr
+    assert "OpenClaw in sync" in renew.stdout, renew.stdout
+    assert json.loads(path.read_text())["profiles"]["kimi-coding:default"] == users_key
+    status = subprocess.run(["openclaw", "models", "status", "--json"], env=real, text=True,
+                            capture_output=True, timeout=120)
+    report = json.loads(status.stdout[status.stdout.find("{"):])
+    ours = [p for p in report["auth"]["oauth"]["profiles"] if p["profileId"] == "kimi:oauth"]
+    assert ours and ours[0]["type"] == "token" and ours[0]["status"] in ("ok", "expiring"), ours
+    access = read_json(kimi_file(home))["access_token"]
+    labels = [label for provider in report["auth"]["providers"]
+              for label in provider["profiles"]["labels"]]
+    assert any(mask_matches(label.removeprefix("kimi:oauth=token:"), access) for label in labels
+               if label.startswith("kimi:oauth=token:")), labels

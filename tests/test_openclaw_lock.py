@@ -92,9 +92,11 @@ def test_a_reused_pid_is_noticed_by_its_start_time(settings: Settings) -> None:
 def test_locks_openclaw_would_not_reclaim_are_respected(settings: Settings, payload) -> None:
     path = legacy_file(settings)
     lock = write_lock(path, payload())
-    with pytest.raises(OpenClawLockBusy):
+    with pytest.raises(OpenClawLockBusy) as busy:
         LegacyFileTarget(settings, lock_wait=0.3).sync(TOKEN, NOW)
     assert lock.exists() and json.loads(path.read_text()) == LEGACY
+    if not isinstance(payload(), dict) or "createdAt" not in payload():
+        assert "names no process, so OpenClaw never takes it over either" in str(busy.value)
 
 
 def test_our_lock_is_in_openclaws_format_and_removed_only_if_still_ours(tmp_path: Path) -> None:

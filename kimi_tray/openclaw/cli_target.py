@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kimi_tray.config import Settings
@@ -53,15 +54,23 @@ class CliTarget:
         return f"OpenClaw CLI ({' '.join(self.runner.command)}), profile {self.profile_id}"
 
     def sync(self, token: Token, now: float) -> OpenClawView:
+        started = time.monotonic()
+
+        def clock() -> float:
+            """`now` moved on by the seconds the openclaw calls of this sync have taken."""
+            return now + (time.monotonic() - started)
+
         self.detector.kimi_plugin(now)
         for agent in self.agents:
-            self._paste(token, now, self.profile_id, PROVIDER, agent)
+            self._paste(token, clock, self.profile_id, PROVIDER, agent)
         view = self.inspect(token, now)
         legacy = self._profile(self.legacy_profile_id)
-        if legacy is not None and not self._holds(self.legacy_profile_id, token.access):
+        if legacy is not None and legacy.get("type") in ("token", "oauth") \
+                and not self._holds(self.legacy_profile_id, token.access):
             # A kimi-coding profile carried over from the JSON era: we keep it current too.
+            # Under that id a user's own API key (type api_key) is theirs: never pasted over.
             provider = str(legacy.get("provider") or LEGACY_PROVIDER)
-            self._paste(token, now, self.legacy_profile_id, provider, None)
+            self._paste(token, clock, self.legacy_profile_id, provider, None)
             view = self.inspect(token, now)
         return view
 
@@ -71,15 +80,13 @@ class CliTarget:
             seconds = CLI_FIRST_GUESS if self.memory.kimi_plugin is not False else CLI_SLOW_GUESS
         return CLI_MIN_MARGIN + 1.5 * seconds
 
-    def _paste(self, token: Token, now: float, profile_id: str, provider: str,
+    def _paste(self, token: Token, clock: Callable[[], float], profile_id: str, provider: str,
                agent: str | None) -> None:
         """paste-token with an expiry that cannot outlive the token; once more if the call ran
         slower than the margin allowed for."""
-        started = time.monotonic()
         for _attempt in range(2):
             margin = self._margin()
-            call_start = now + (time.monotonic() - started)
-            expires_in = math.floor(token.expires_at - call_start - margin)
+            expires_in = math.floor(token.expires_at - clock() - margin)
             if expires_in <= 0:
                 raise OpenClawError("The Kimi token is about to expire; OpenClaw was not given it.")
             args = ["models", "auth", "paste-token", "--provider", provider,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from kimi_tray.config import Settings
 from kimi_tray.errors import LocalFileError, OpenClawError
 from kimi_tray.fileio import atomic_write, dump_json_like, read_json_object
-from kimi_tray.openclaw.base import LEGACY_PROVIDER, Problem, Token, holding_view
+from kimi_tray.openclaw.base import LEGACY_PROVIDER, PROVIDER, Problem, Token, holding_view
 from kimi_tray.openclaw.detect import KIMI_PROVIDERS
 from kimi_tray.openclaw.lock import openclaw_lock
 from kimi_tray.openclaw.runner import Runner
@@ -30,10 +31,12 @@ class LegacyFileTarget:
         self.runner = Runner(settings)
         self.state_dir = settings.openclaw_state_dir
         self.profile_id = settings.openclaw_legacy_profile_id
-        self.maintained = (settings.openclaw_legacy_profile_id, settings.openclaw_profile_id)
+        self.token_profile_id = settings.openclaw_profile_id
+        self.maintained = (self.profile_id, self.token_profile_id)
         self.agents = settings.openclaw_agents
         self.lock_wait = settings.lock_timeout if lock_wait is None else lock_wait
         self.problems: list[Problem] = []
+        self.holding_profile_id = self.profile_id  # where our token is, as the last inspect saw
 
     def describe(self) -> str:
         files = ", ".join(str(p) for p in self.files())
@@ -50,7 +53,7 @@ class LegacyFileTarget:
             except LocalFileError:
                 continue
             profiles = data.get("profiles")
-            if isinstance(profiles, dict) and any(pid in profiles for pid in self.maintained):
+            if isinstance(profiles, dict) and self._ours(profiles):
                 paths.append(candidate)
         return paths
 
@@ -82,15 +85,32 @@ class LegacyFileTarget:
             profiles = data.setdefault("profiles", {})
             if not isinstance(profiles, dict):
                 raise OpenClawError(f"{path}: 'profiles' is not an object; it was left untouched.")
-            if not any(isinstance(profiles.get(pid), dict) for pid in self.maintained):
-                profiles[self.profile_id] = {"type": "oauth", "provider": LEGACY_PROVIDER}
+            if not self._ours(profiles):
+                new_id, new_profile = self._new_profile(profiles)
+                profiles[new_id] = new_profile
             replaced = set()
             for profile_id in self.maintained:
                 old = _set_token(profiles.get(profile_id), token)
                 if old:
                     replaced.add(old)
-            atomic_write(path, dump_json_like(data, original))
+            atomic_write(save_target(path), dump_json_like(data, original))
             update_models_json(path.parent / "models.json", replaced, token)
+
+    def _ours(self, profiles: dict[str, Any]) -> list[str]:
+        """The profiles we keep current: ours by id, and a token or OAuth profile (under our
+        legacy id a user may keep an API key of their own, which is never ours)."""
+        return [pid for pid in self.maintained if isinstance(profiles.get(pid), dict)
+                and profiles[pid].get("type") in ("oauth", "token")]
+
+    def _new_profile(self, profiles: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """kimi-coding:default as the seed wrote it; `kimi:oauth` (a token profile, as
+        OpenClaw's paste-token writes it) when the user's own profile has that id."""
+        if self.profile_id not in profiles:
+            return self.profile_id, {"type": "oauth", "provider": LEGACY_PROVIDER}
+        if self.token_profile_id not in profiles:
+            return self.token_profile_id, {"type": "token", "provider": PROVIDER}
+        raise OpenClawError(f"Profiles {self.profile_id} and {self.token_profile_id} are not "
+                            "kimi-tray's; set openclaw_profile_id to a free profile id.")
 
     def inspect(self, token: Token, now: float) -> OpenClawView:
         expiries = []
@@ -101,8 +121,10 @@ class LegacyFileTarget:
             except LocalFileError as exc:
                 return OpenClawView("error", str(exc), self.mode, checked_at=now)
             profiles = data.get("profiles") if isinstance(data.get("profiles"), dict) else {}
-            profile = next((profiles[pid] for pid in self.maintained
-                            if isinstance(profiles.get(pid), dict)), None)
+            ours = self._ours(profiles)
+            profile = profiles[ours[0]] if ours else None
+            if ours and path == paths[0]:
+                self.holding_profile_id = ours[0]
             if profile is None:
                 return OpenClawView("missing", f"{path} has no {self.profile_id} profile.", self.mode,
                                     checked_at=now)
@@ -188,6 +210,14 @@ def update_models_json(path: Path, replaced: set[str], token: Token) -> None:
             changed = True
     if changed:
         atomic_write(path, dump_json_like(data, original))
+
+
+def save_target(path: Path) -> Path:
+    """Where OpenClaw 2026.6.x saves this file (json-file.ts): through a symlink to its target,
+    so that a user's link stays a link; else the file itself."""
+    if not path.is_symlink():
+        return path
+    return Path(os.path.normpath(path.parent / os.readlink(path)))
 
 
 def legacy_profiles_path(state_dir: Path, agent: str) -> Path:

@@ -196,6 +196,11 @@ def openclaw_lock(path: Path, wait: float = DEFAULT_WAIT,
 
 def _busy_message(lock: Path, payload: Any, waited: float) -> str:
     pid = payload.get("pid") if isinstance(payload, dict) else None
-    holder = f"process {pid}, which is still running" if isinstance(pid, int) else "a writer"
-    return (f"OpenClaw's lock {lock} is held by {holder}; waited {round(waited, 1):g} s and wrote "
-            "nothing. kimi-tray will try again; if no OpenClaw is running, delete that file.")
+    if isinstance(pid, int):
+        held = f"is held by process {pid}, which is still running"
+    elif isinstance(payload, dict) and isinstance(payload.get("createdAt"), str):
+        held = "is held by a writer"
+    else:  # empty or unreadable: OpenClaw waits on it for good too
+        held = "names no process, so OpenClaw never takes it over either"
+    return (f"OpenClaw's lock {lock} {held}; waited {round(waited, 1):g} s and wrote nothing. "
+            "kimi-tray will try again; if no OpenClaw is running, delete that file.")

@@ -68,5 +68,13 @@ class Runner:
 
 
 def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    """Why an openclaw call failed: the reason its `--json` error object gives (the last line
+    of that is a lone brace), else its last line of output."""
+    try:
+        error = json.loads(result.stdout[result.stdout.find("{"):]).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"].strip():
+        return error["message"].strip()[:300]
     lines = [ln.strip() for ln in (result.stderr + "\n" + result.stdout).splitlines() if ln.strip()]
     return lines[-1][:200] if lines else f"exit code {result.returncode}"

@@ -55,15 +55,27 @@ def main(argv: list[str]) -> int:
         profile = argv[argv.index("--profile-id") + 1]
         seconds = int(argv[argv.index("--expires-in") + 1].rstrip("s"))
         store[profile] = {"label": f"{stdin[:8]}...{stdin[-7:]}",
+                          "provider": argv[argv.index("--provider") + 1], "type": "token",
                           "expiresAt": int((time.time() + seconds) * 1000)}
         state.mkdir(parents=True, exist_ok=True)
         store_path.write_text(json.dumps(store))
         print(f"Auth profile: {profile} (kimi/token)")
         return 0
+    if argv[:3] == ["models", "status", "--json"] and "migration" in failing:
+        # What OpenClaw 2026.9.6 prints over a 2026.6.x state dir it has not migrated yet.
+        message = ("Auth profile store ~/.openclaw/agents/main/agent/openclaw-agent.sqlite requires "
+                   "legacy credential migration; affected providers: kimi-coding; run openclaw "
+                   "doctor --fix.")
+        print(json.dumps({"ok": False, "error": {"type": "cli_error", "message": message}}, indent=2))
+        print(f"[openclaw] Reason: {message}\n[openclaw] Help: openclaw --help", file=sys.stderr)
+        return 1
     if argv[:3] == ["models", "status", "--json"]:
-        profiles = [{"profileId": pid, "provider": "kimi", "type": "token", "status": "ok",
-                     "expiresAt": p["expiresAt"]} for pid, p in store.items()]
-        labels = [f"{pid}=token:{p['label']}" for pid, p in store.items()]
+        # A profile seeded into fake-store.json may be another type (a user's api_key).
+        profiles = [{"profileId": pid, "provider": p.get("provider", "kimi"),
+                     "type": p.get("type", "token"), "status": "ok", "expiresAt": p.get("expiresAt")}
+                    for pid, p in store.items()]
+        labels = [f"{pid}={p['label']}" if p.get("type") == "api_key" else f"{pid}=token:{p['label']}"
+                  for pid, p in store.items()]
         reported = os.environ.get("FAKE_OPENCLAW_STORE_PATH") or str(state / "state" / "openclaw.sqlite")
         print(json.dumps({"auth": {"storePath": reported,
                                    "providers": [{"provider": "kimi", "profiles": {"labels": labels}}],
