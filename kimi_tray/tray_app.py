@@ -53,9 +53,14 @@ def run(settings: Settings, verbose: bool = False) -> int:
         log.error("The tray could not start: %s", exc)
         print(f"kimi-tray: the tray could not start ({exc}). Try `kimi-tray daemon`.", file=sys.stderr)
         return 1
+    from kimi_tray.events import EventSources
+
+    # File changes and resume wake the engine at once; it still wakes each minute for the ring.
+    sources = EventSources(renewer, redraw_step=settings.tray_poll_interval).start()
     try:
         app.run()
     finally:
+        sources.stop()
         renewer.stop(timeout=5)
         instance.release()
     log.info("kimi-tray tray stopped.")
