@@ -40,7 +40,7 @@ class EventSources:
         self.redraw_step = redraw_step
 
     def start(self) -> EventSources:
-        """Start after the engine: events that arrive before its first step simply queue."""
+        """Start before the engine: what changes before its first step is queued, not missed."""
         self.watcher.start()
         if self.watcher.events_active:
             self.renewer.use_events(self.redraw_step or SAFETY_POLL)

@@ -72,6 +72,9 @@ class FileWatcher:
     def start(self) -> FileWatcher:
         if self._use_events:
             self._start_observer()
+            # A change between our first look and the watch being in place: check once now.
+            self._replan = True
+            self._wake.set()
         self._thread = threading.Thread(target=self._run, name="kimi-file-watch", daemon=True)
         self._thread.start()
         return self
