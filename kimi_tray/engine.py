@@ -7,6 +7,7 @@ and publishes immutable Status snapshots to listeners.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -340,7 +341,7 @@ class Renewer:
     def file_changed(self, path: Path) -> None:
         """A watched file (credentials, OpenClaw's file, our state) changed on disk."""
         with self._events_lock:
-            self._changed_paths.add(Path(path))
+            self._changed_paths.add(Path(os.path.abspath(path)))
         self._wake.set()
 
     def resumed(self) -> None:
@@ -492,13 +493,15 @@ class Renewer:
             self._on_resume()
         if not paths:
             return
-        if self.store.path in paths:
+        state_path = Path(os.path.abspath(self.store.path))
+        credential_paths = {Path(os.path.abspath(p)) for p in self.credential_paths()}
+        if state_path in paths and self.store.path.exists():  # deleted: ours is saved again
             loaded = self.store.load()
             if loaded != self.state:
                 log.info("The state file changed outside this process; reloading it.")
                 self.state = loaded
-        openclaw_paths = paths - {self.store.path} - set(self.credential_paths())
-        if paths & set(self.credential_paths()):
+        openclaw_paths = paths - {state_path} - credential_paths
+        if paths & credential_paths:
             before = self._creds.refresh_token if self._creds else None
             if not self._fixed_source:
                 self.source = choose_source(self.settings)

@@ -132,3 +132,28 @@ def test_the_stat_check_alone_still_notices(home: Path, watcher_for) -> None:
     assert wait_for(lambda: seen.count(path) == 1, timeout=2)
     path.unlink()
     assert wait_for(lambda: seen.count(path) == 2, timeout=2)
+
+
+def test_engine_adopts_what_another_kimi_tray_process_wrote(settings, env, home, oauth_server) -> None:
+    """`kimi-tray renew` in a terminal while the daemon runs: the daemon's engine picks up the new
+    token and the state file (last renewal, OpenClaw view) at once, not at its next poll."""
+    from kimi_tray.engine import Renewer
+    from kimi_tray.events import watched_paths
+    from tests.conftest import kimi_file, read_json, run_cli, write_credentials
+
+    path = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+    engine = Renewer(settings)
+    engine.use_events(3600)
+    watcher = FileWatcher(watched_paths(engine), engine.file_changed, debounce=0.05).start()
+    engine.start()
+    try:
+        assert wait_for(lambda: engine.status.health.value == "fresh", timeout=10)
+        assert engine.status.last_renewal is None
+        result = run_cli(["renew"], env)
+        assert result.returncode == 0, result.stderr
+        renewed_at = json.loads(engine.store.path.read_text())["last_renewal"]
+        assert wait_for(lambda: engine.status.last_renewal == renewed_at, timeout=2)
+        assert engine.status.expires_at == read_json(path)["expires_at"]
+    finally:
+        engine.stop()
+        watcher.stop()
