@@ -122,11 +122,18 @@ class FileWatcher:
         observer = self._observer
         if observer is None:
             return
-        from watchdog.events import FileSystemEventHandler
+        from watchdog import events
 
         watcher = self
 
-        class Handler(FileSystemEventHandler):
+        # Only what changes a file's content or existence (FSEvents and ReadDirectoryChangesW
+        # report in-place writes as modified): on Linux this becomes the inotify mask, so reads
+        # of these files, ours included, never wake anyone.
+        wanted_events = [events.FileCreatedEvent, events.DirCreatedEvent, events.FileMovedEvent,
+                         events.DirMovedEvent, events.FileDeletedEvent, events.DirDeletedEvent,
+                         events.FileModifiedEvent, events.FileClosedEvent]
+
+        class Handler(events.FileSystemEventHandler):
             def on_any_event(self, event) -> None:  # type: ignore[override]
                 watcher._on_event(event)
 
@@ -138,14 +145,13 @@ class FileWatcher:
                 log.debug("Unwatching %s failed", directory, exc_info=True)
         for directory in wanted - set(self._watches):
             try:
-                self._watches[directory] = observer.schedule(Handler(), str(directory), recursive=False)
+                self._watches[directory] = observer.schedule(Handler(), str(directory), recursive=False,
+                                                             event_filter=wanted_events)
             except OSError as exc:
                 log.info("Cannot watch %s (%s); the periodic check covers it.", directory, exc)
 
     def _on_event(self, event) -> None:
         """Runs on the observer's thread: note what happened, let our thread act on it."""
-        if event.event_type in ("opened", "closed_no_write"):
-            return
         touched = {Path(os.fsdecode(event.src_path))}
         if getattr(event, "dest_path", ""):
             touched.add(Path(os.fsdecode(event.dest_path)))
