@@ -157,3 +157,39 @@ def test_engine_adopts_what_another_kimi_tray_process_wrote(settings, env, home,
     finally:
         engine.stop()
         watcher.stop()
+
+
+def test_engine_hands_the_token_again_when_openclaw_file_is_rewritten(settings, home,
+                                                                      oauth_server) -> None:
+    """Older OpenClaw (or a person) puts an old token back into auth-profiles.json: the engine
+    notices at once and writes the current one again."""
+    from kimi_tray.engine import Renewer
+    from kimi_tray.events import watched_paths
+    from kimi_tray.openclaw import legacy_profiles_path
+    from tests.conftest import kimi_file, read_json, write_credentials
+
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, time.time() + 880)
+    profiles = legacy_profiles_path(settings.openclaw_state_dir, "main")
+    profiles.parent.mkdir(parents=True)
+    profiles.write_text(json.dumps({"version": 1, "profiles": {}}))
+    engine = Renewer(settings.with_overrides(openclaw_mode="file"))
+    engine.use_events(3600)
+    watcher = FileWatcher(watched_paths(engine), engine.file_changed, debounce=0.05).start()
+    assert profiles in watcher.paths
+    engine.start()
+
+    def holds_current() -> bool:
+        profile = read_json(profiles)["profiles"].get("kimi-coding:default", {})
+        return profile.get("access") == tokens["access_token"]
+
+    try:
+        assert wait_for(lambda: holds_current() and engine.status.openclaw == "in_sync", timeout=10)
+        data = read_json(profiles)
+        data["profiles"]["kimi-coding:default"]["access"] = "at-old"
+        atomic_replace(profiles, data)
+        assert wait_for(holds_current, timeout=2)
+        assert wait_for(lambda: engine.status.openclaw == "in_sync", timeout=2)
+    finally:
+        engine.stop()
+        watcher.stop()
