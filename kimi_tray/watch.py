@@ -9,6 +9,7 @@ for what events miss (network filesystems, a watcher that cannot start, an overf
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -103,8 +104,9 @@ class FileWatcher:
         logging.getLogger("watchdog").setLevel(logging.INFO)  # no line per inotify event in -v
         # The dispatcher's timeout only bounds how long stop() may wait; a long one keeps the
         # idle process asleep (watchdog's default wakes it every second).
-        observer = Observer(timeout=3600)
+        observer = None
         try:
+            observer = Observer(timeout=3600)
             observer.start()
             self._observer = observer
             self._plan_watches()
@@ -112,10 +114,9 @@ class FileWatcher:
             self._observer = None
             log.info("The file watcher could not start (%s); checking the files every %.0f s "
                      "instead.", exc, self.fallback_interval)
-            try:
-                observer.stop()
-            except Exception:
-                log.debug("Stopping a failed file watcher", exc_info=True)
+            if observer is not None:
+                with contextlib.suppress(Exception):
+                    observer.stop()
 
     def _plan_watches(self) -> None:
         """Watch the nearest existing directory of every path; drop watches no longer needed."""
