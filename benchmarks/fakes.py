@@ -79,6 +79,7 @@ class LoopbackOAuth:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else delayed ACKs add 40 ms to every refresh
 
             def log_message(self, *args: object) -> None:
                 return
