@@ -147,6 +147,13 @@ class Desktop:
         return [tool for tool in DESKTOP_TOOLS if shutil.which(tool) is None]
 
     def start(self) -> Desktop:
+        try:
+            return self._start()
+        except Exception:
+            self.stop()  # leave no Xvfb or bus behind when one part does not come up
+            raise
+
+    def _start(self) -> Desktop:
         display = 90
         while Path(f"/tmp/.X11-unix/X{display}").exists() or Path(f"/tmp/.X{display}-lock").exists():
             display += 1
