@@ -148,7 +148,7 @@ class FileWatcher:
             try:
                 self._watches[directory] = observer.schedule(Handler(), str(directory), recursive=False,
                                                              event_filter=wanted_events)
-            except OSError as exc:
+            except Exception as exc:  # gone meanwhile, out of inotify watches, observer stopping
                 log.info("Cannot watch %s (%s); the periodic check covers it.", directory, exc)
 
     def _on_event(self, event) -> None:
