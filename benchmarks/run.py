@@ -1,7 +1,9 @@
 """kimi-tray benchmarks: prints one table. Run: `.venv/bin/python benchmarks/run.py [--idle 60]`.
 
-Every figure is measured here, on loopback, with the same fakes the tests use: the loopback OAuth
-server with rotating tokens, a fake clock for the simulated week, real processes for idle costs.
+Every figure is measured here, on loopback, with stand-ins like the tests' (benchmarks/fakes.py):
+the loopback OAuth server with rotating tokens, a jumping clock for the simulated week, real
+processes for idle costs, the real tray under Xvfb for the icon, a private D-Bus system bus and
+libfaketime for resume.
 The seed's cron script is modelled on the same simulated clock: every 5 minutes it runs
 `kimi login` (a new browser login that cannot complete from cron, so nothing is renewed), copies
 the tokens it has into auth-profiles.json and restarts the gateway.
@@ -10,8 +12,10 @@ the tokens it has into auth-profiles.json and restarts the gateway.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,27 +26,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kimi_tray.clock import FakeClock  # noqa: E402
+from benchmarks.fakes import (  # noqa: E402
+    Desktop,
+    LoopbackOAuth,
+    LoopbackUsage,
+    PrivateSystemBus,
+    SimClock,
+    usage_reply,
+    write_credentials,
+    write_fake_openclaw,
+)
 from kimi_tray.config import load_settings  # noqa: E402
 from kimi_tray.engine import Renewer  # noqa: E402
 from kimi_tray.openclaw import LegacyFileTarget, Token, legacy_profiles_path  # noqa: E402
-from tests.conftest import write_credentials, write_fake_openclaw  # noqa: E402
-from tests.support.oauth_server import FakeKimiOAuth  # noqa: E402
-from tests.support.usage_server import FakeKimiUsage, kimi_reply  # noqa: E402
 
 WEEK = 7 * 86400
 LIFETIME = 900
+USAGE = LoopbackUsage()  # the usage endpoint every run here talks to (never the real one)
 
 
-USAGE = FakeKimiUsage()  # the loopback usage endpoint every run here talks to (never the real one)
-
-
-def make_home(server: FakeKimiOAuth, expires_at: float) -> tuple[Path, dict[str, str]]:
+def make_home(server: LoopbackOAuth, expires_at: float) -> tuple[Path, dict[str, str]]:
     base = Path(tempfile.mkdtemp(prefix="kimi-bench-"))
     home = base / "home"
     home.mkdir()
     write_fake_openclaw(base / "bin")
     write_credentials(home / ".kimi" / "credentials" / "kimi-code.json", server.issue(), expires_at)
+    # The older OpenClaw's file: a sync is a file write plus a recorded gateway restart.
+    profiles = legacy_profiles_path(home / ".openclaw", "main")
+    profiles.parent.mkdir(parents=True)
+    profiles.write_text(json.dumps({"version": 1, "profiles": {}}))
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")},
         "HOME": str(home),
@@ -57,16 +69,14 @@ def make_home(server: FakeKimiOAuth, expires_at: float) -> tuple[Path, dict[str,
     return home, env
 
 
-def simulated_week(server: FakeKimiOAuth) -> dict[str, dict[str, str]]:
-    clock = FakeClock()
+def simulated_week(server: LoopbackOAuth) -> dict[str, dict[str, str]]:
+    clock = SimClock()
     home, env = make_home(server, clock.now() + LIFETIME)
     os.environ["FAKE_OPENCLAW_LOG"] = env["FAKE_OPENCLAW_LOG"]
     settings = load_settings(env).with_overrides(
         state_dir=home / "state", log_dir=home / "log", openclaw_mode="file",
         openclaw_command=(str(Path(env["PATH"].split(os.pathsep)[0]) / "openclaw"),))
     profiles = legacy_profiles_path(settings.openclaw_state_dir, "main")
-    profiles.parent.mkdir(parents=True)
-    profiles.write_text(json.dumps({"version": 1, "profiles": {}}))
     engine = Renewer(settings, clock=clock)
     start, valid, last = clock.now(), 0.0, clock.now()
     before = server.successful_refreshes
@@ -99,12 +109,12 @@ def simulated_week(server: FakeKimiOAuth) -> dict[str, dict[str, str]]:
     return {"ours": ours, "seed": seed}
 
 
-def simulated_usage_day(server: FakeKimiOAuth) -> dict[str, float]:
+def simulated_usage_day(server: LoopbackOAuth) -> dict[str, float]:
     """Usage fetches over a simulated day of renewals: the tray's policy, and the daemon's."""
     result = {}
     for mode in ("tray", "daemon"):
-        clock = FakeClock(start=time.time())
-        USAGE.reply = kimi_reply(clock.now(), window_reset_in=3 * 3600)
+        clock = SimClock(start=time.time())
+        USAGE.reply = usage_reply(clock.now(), window_reset_in=3 * 3600)
         home, env = make_home(server, clock.now() + LIFETIME)
         settings = load_settings(env).with_overrides(state_dir=home / "state", log_dir=home / "log",
                                                      openclaw_mode="off")
@@ -118,20 +128,17 @@ def simulated_usage_day(server: FakeKimiOAuth) -> dict[str, float]:
     return result
 
 
-def refresh_latency(server: FakeKimiOAuth, runs: int = 200) -> tuple[float, float]:
+def refresh_latency(server: LoopbackOAuth, runs: int = 200) -> tuple[float, float]:
     home, env = make_home(server, time.time() + LIFETIME)
     settings = load_settings(env).with_overrides(state_dir=home / "state", log_dir=home / "log",
                                                  openclaw_mode="file")
-    profiles = legacy_profiles_path(settings.openclaw_state_dir, "main")
-    profiles.parent.mkdir(parents=True)
-    profiles.write_text(json.dumps({"version": 1, "profiles": {}}))
     engine = Renewer(settings)
     target = LegacyFileTarget(settings)
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
         creds, _ = engine.refresh_once(force=True)
-        target.sync(Token(creds.access_token, creds.expires_at), time.time())
+        target.sync(Token(creds.access_token, creds.refresh_token, creds.expires_at), time.time())
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
@@ -197,18 +204,16 @@ def idle(command: list[str], env: dict[str, str], seconds: float, ready) -> dict
         proc.wait(10)
 
 
-def daemon_idle(server: FakeKimiOAuth, seconds: float) -> dict[str, float]:
+def daemon_idle(server: LoopbackOAuth, seconds: float) -> dict[str, float]:
     home, env = make_home(server, time.time() + LIFETIME)
     log = home / ".local" / "state" / "kimi-tray" / "log" / "kimi-tray.log"
     return idle([sys.executable, "-m", "kimi_tray", "daemon"], env, seconds,
                 lambda: log.exists() and "daemon started" in log.read_text())
 
 
-def tray_idle(server: FakeKimiOAuth, seconds: float, command: list[str] | None = None) -> dict[str, float]:
-    from tests.support.desktop import Desktop, missing_tools
-
-    if missing_tools():
-        raise RuntimeError("desktop tools missing: " + ", ".join(missing_tools()))
+def tray_idle(server: LoopbackOAuth, seconds: float, command: list[str] | None = None) -> dict[str, float]:
+    if Desktop.missing_tools():
+        raise RuntimeError("desktop tools missing: " + ", ".join(Desktop.missing_tools()))
     home, env = make_home(server, time.time() + LIFETIME)
     desktop = Desktop(Path(tempfile.mkdtemp(prefix="kimi-desk-"))).start()
     try:
@@ -221,6 +226,142 @@ def tray_idle(server: FakeKimiOAuth, seconds: float, command: list[str] | None =
         return idle(command, env, seconds, lambda: desktop.icon_geometry() is not None)
     finally:
         desktop.stop()
+
+
+def icon_state(desktop: Desktop, shot: Path) -> str:
+    """Which health colour dominates the docked icon's pixels in a real screenshot."""
+    from PIL import Image
+
+    from kimi_tray.icons import COLOURS
+
+    geometry = desktop.icon_geometry()
+    if geometry is None:
+        return "none"
+    x, y, w, h = geometry
+    desktop.screenshot(shot)
+    raw = Image.open(shot).convert("RGB").crop((x, y, x + w, y + h)).tobytes()
+    counts = dict.fromkeys(COLOURS, 0)
+    for pixel in zip(raw[0::3], raw[1::3], raw[2::3], strict=True):
+        for name, colour in COLOURS.items():
+            if sum(abs(a - b) for a, b in zip(pixel, colour, strict=True)) < 60:
+                counts[name] += 1
+    return max(counts, key=lambda name: counts[name]) if max(counts.values()) > 40 else "none"
+
+
+def replace_atomically(path: Path, data: dict) -> None:
+    """As the Kimi CLIs write: a temp file in the same directory, renamed over the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def outside_change_to_icon(server: LoopbackOAuth) -> dict[str, float]:
+    """Seconds from another program's change of the credential file to the icon's new colour,
+    the tray running with its default intervals (screenshots every ~0.1 s add to each figure)."""
+    if Desktop.missing_tools():
+        raise RuntimeError("desktop tools missing: " + ", ".join(Desktop.missing_tools()))
+    home, env = make_home(server, time.time() + LIFETIME)
+    kimi = home / ".kimi" / "credentials" / "kimi-code.json"
+    kimi_code = home / ".kimi-code" / "credentials" / "kimi-code.json"
+    tombstone = {"access_token": "", "refresh_token": "", "expires_at": 0, "expires_in": 0}
+
+    def valid() -> dict:
+        return {**server.issue(), "expires_at": time.time() + LIFETIME}
+
+    changes = [
+        ("atomic replace (logout)", "needs_login", lambda: replace_atomically(kimi, tombstone)),
+        ("in-place write (login)", "fresh", lambda: kimi.write_text(json.dumps(valid()))),
+        ("delete", "needs_login", kimi.unlink),
+        ("first creation of ~/.kimi-code", "fresh", lambda: replace_atomically(kimi_code, valid())),
+    ]
+    directory = Path(tempfile.mkdtemp(prefix="kimi-desk-"))
+    desktop = Desktop(directory).start()
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_tray"], env={**env, **desktop.env}, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shot = directory / "shot.png"
+    took: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while icon_state(desktop, shot) != "fresh":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the tray icon did not turn green")
+            time.sleep(0.2)
+        time.sleep(1)
+        for name, expected, change in changes:
+            started = time.monotonic()
+            change()
+            while icon_state(desktop, shot) != expected:
+                if time.monotonic() - started > 90:
+                    raise RuntimeError(f"the icon did not show {name}")
+            took[name] = time.monotonic() - started
+            time.sleep(1)
+    finally:
+        stop(proc)
+        desktop.stop()
+    return took
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def libfaketime() -> str | None:
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
+    return found[0] if found else None
+
+
+def resume_to_valid_token(server: LoopbackOAuth, cycles: int = 3,
+                          network_drops: int = 0) -> list[float]:
+    """Seconds from logind's PrepareForSleep(false) to a renewed token on disk, for a real daemon
+    whose wall clock libfaketime moves two hours on during each "suspend"."""
+    if shutil.which("dbus-daemon") is None or libfaketime() is None:
+        raise RuntimeError("needs dbus-daemon and libfaketime (Debian package faketime)")
+    home, env = make_home(server, time.time() + LIFETIME)
+    base = Path(tempfile.mkdtemp(prefix="kimi-resume-"))
+    bus = PrivateSystemBus(base / "bus")
+    offset_file = base / "faketime"
+    offset_file.write_text("+0\n")
+    log = base / "daemon.log"
+    env = {**env, "DBUS_SYSTEM_BUS_ADDRESS": bus.address, "LD_PRELOAD": str(libfaketime()),
+           "FAKETIME_TIMESTAMP_FILE": str(offset_file), "FAKETIME_NO_CACHE": "1",
+           "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    path = home / ".kimi" / "credentials" / "kimi-code.json"
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_tray", "-v", "daemon"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))  # noqa: SIM115
+    took: list[float] = []
+    try:
+        deadline = time.monotonic() + 30
+        while "Listening for logind" not in log.read_text() or "left" not in log.read_text():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon did not start listening")
+            time.sleep(0.05)
+        time.sleep(1)
+        for cycle in range(1, cycles + 1):
+            before = json.loads(path.read_text())["access_token"]
+            bus.prepare_for_sleep(True)
+            offset = cycle * 7200
+            offset_file.write_text(f"+{offset}\n")
+            server.drops = network_drops
+            woke = bus.prepare_for_sleep(False)
+            while True:
+                data = json.loads(path.read_text())
+                if data["access_token"] != before and data["expires_at"] > time.time() + offset + 600:
+                    break
+                if time.monotonic() - woke > 120:
+                    raise RuntimeError("no renewal after resume")
+                time.sleep(0.02)
+            took.append(time.monotonic() - woke)
+            time.sleep(1)
+    finally:
+        stop(proc)
+        bus.stop()
+    return took
 
 
 def wake_text(figures: dict[str, float]) -> str:
@@ -239,10 +380,68 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
     parser.add_argument("--build", action="store_true",
                         help="also build the one-file binary (PyInstaller) and measure it")
+    parser.add_argument("--only", choices=("all", "events"), default="all",
+                        help="events: only outside change to icon, resume and idle wake-ups")
     args = parser.parse_args()
-    server = FakeKimiOAuth().start()
+    server = LoopbackOAuth().start()
     USAGE.start()
     rows: list[tuple[str, str, str, str]] = []
+    if args.only == "all":
+        rows += renewal_rows(server)
+    rows += event_rows(server)
+    daemon = daemon_idle(server, args.idle)
+    rows.append((f"daemon idle {args.idle:.0f} s: RSS", f"{daemon['rss']:.1f} MiB", "", "< 30 MiB"))
+    rows.append(("daemon idle: CPU per hour", cpu_text(daemon["cpu_per_hour"], args.idle), "", ""))
+    rows.append((WAKE_ROW.format(what="daemon"), wake_text(daemon), "", "near 8 + 12"))
+    try:
+        tray = tray_idle(server, args.idle)
+        rows.append(("tray: start to icon visible", f"{tray['ready_s']:.2f} s", "", "< 1 s"))
+        rows.append((f"tray idle {args.idle:.0f} s: RSS", f"{tray['rss']:.1f} MiB", "", "< 45 MiB"))
+        rows.append(("tray idle: PSS (shared libraries split)", f"{tray['pss']:.1f} MiB", "", ""))
+        rows.append(("tray idle: CPU per hour", cpu_text(tray["cpu_per_hour"], args.idle), "", "< 1 s"))
+        rows.append((WAKE_ROW.format(what="tray"), wake_text(tray), "", "<= 120"))
+        rows.append((f"tray: usage fetches at start / in {args.idle:.0f} s idle",
+                     f"{tray['usage_at_start']} / {tray['usage_idle']}", "", "1 / <= 1 per 300 s"))
+    except RuntimeError as exc:
+        rows.append(("tray", f"skipped: {exc}", "", ""))
+    if args.build:
+        rows += build_rows(server, args.idle)
+    server.stop()
+    USAGE.stop()
+    print_table(rows)
+    return 0
+
+
+WAKE_ROW = "{what} idle: wake-ups per hour (all threads)"
+BEFORE = {  # the same rows measured before file events and the resume listener (0.1.0)
+    "outside change to icon (worst of 4 kinds)": "up to 60 s",
+    "resume to valid token (worst of 3)": "24 s",
+    WAKE_ROW.format(what="daemon"): "120",
+    WAKE_ROW.format(what="tray"): "90",
+}
+
+
+def event_rows(server: LoopbackOAuth) -> list[tuple[str, str, str, str]]:
+    rows = []
+    try:
+        icon = outside_change_to_icon(server)
+        rows.append(("outside change to icon (worst of 4 kinds)", f"{max(icon.values()):.2f} s", "",
+                     "< 2 s"))
+        rows += [(f"  {name}", f"{seconds:.2f} s", "", "") for name, seconds in icon.items()]
+    except RuntimeError as exc:
+        rows.append(("outside change to icon", f"skipped: {exc}", "", ""))
+    try:
+        resume = resume_to_valid_token(server)
+        rows.append(("resume to valid token (worst of 3)", f"{max(resume):.2f} s", "", "< 5 s"))
+        flaky = resume_to_valid_token(server, cycles=1, network_drops=2)
+        rows.append(("  network back only on the 3rd try", f"{flaky[0]:.2f} s", "", "< 5 s"))
+    except RuntimeError as exc:
+        rows.append(("resume to valid token", f"skipped: {exc}", "", ""))
+    return rows
+
+
+def renewal_rows(server: LoopbackOAuth) -> list[tuple[str, str, str, str]]:
+    rows = []
     week = simulated_week(server)
     for key in week["ours"]:
         goal = "100.000 %" if "valid" in key else ""
@@ -254,43 +453,33 @@ def main() -> int:
     rows.append(("simulated day: usage fetches per hour idle (tray)", f"{usage['tray']:.1f}", "",
                  "<= 13"))
     rows.append(("simulated day: usage fetches per hour (daemon)", f"{usage['daemon']:.1f}", "", "0"))
-    daemon = daemon_idle(server, args.idle)
-    rows.append((f"daemon idle {args.idle:.0f} s: RSS", f"{daemon['rss']:.1f} MiB", "", "< 30 MiB"))
-    rows.append(("daemon idle: CPU per hour", cpu_text(daemon["cpu_per_hour"], args.idle), "", ""))
-    rows.append(("daemon idle: wake-ups per hour", wake_text(daemon), "", ""))
-    try:
-        tray = tray_idle(server, args.idle)
-        rows.append(("tray: start to icon visible", f"{tray['ready_s']:.2f} s", "", "< 1 s"))
-        rows.append((f"tray idle {args.idle:.0f} s: RSS", f"{tray['rss']:.1f} MiB", "", "< 45 MiB"))
-        rows.append(("tray idle: PSS (shared libraries split)", f"{tray['pss']:.1f} MiB", "", ""))
-        rows.append(("tray idle: CPU per hour", cpu_text(tray["cpu_per_hour"], args.idle), "", "< 1 s"))
-        rows.append(("tray idle: wake-ups per hour", wake_text(tray), "", "<= 120"))
-        rows.append((f"tray: usage fetches at start / in {args.idle:.0f} s idle",
-                     f"{tray['usage_at_start']} / {tray['usage_idle']}", "", "1 / <= 1 per 300 s"))
-    except RuntimeError as exc:
-        rows.append(("tray", f"skipped: {exc}", "", ""))
-    if args.build:
-        out = Path(tempfile.mkdtemp(prefix="kimi-build-"))
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "ERROR",
-                        "--distpath", str(out / "dist"), "--workpath", str(out / "build"),
-                        str(ROOT / "build.spec")], cwd=ROOT, check=True, capture_output=True)
-        built = time.monotonic() - started
-        binary_path = out / "dist" / "kimi-tray"
-        rows.append(("one-file binary size", f"{binary_path.stat().st_size / 1e6:.1f} MB", "",
-                     "< 35 MB (max 80)"))
-        rows.append(("binary build time (2 cores)", f"{built:.0f} s", "", ""))
-        binary = tray_idle(server, min(args.idle, 10), [str(binary_path)])
-        rows.append(("binary: start to icon visible", f"{binary['ready_s']:.2f} s", "", "< 2.5 s"))
-    server.stop()
-    USAGE.stop()
-    widths = [max(len(r[i]) for r in rows + [("what", "kimi-tray", "seed cron", "goal")]) for i in range(4)]
-    header = ("what", "kimi-tray", "seed cron", "goal")
+    return rows
+
+
+def build_rows(server: LoopbackOAuth, idle_seconds: float) -> list[tuple[str, str, str, str]]:
+    out = Path(tempfile.mkdtemp(prefix="kimi-build-"))
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "ERROR",
+                    "--distpath", str(out / "dist"), "--workpath", str(out / "build"),
+                    str(ROOT / "build.spec")], cwd=ROOT, check=True, capture_output=True)
+    built = time.monotonic() - started
+    binary_path = out / "dist" / "kimi-tray"
+    binary = tray_idle(server, min(idle_seconds, 10), [str(binary_path)])
+    return [
+        ("one-file binary size", f"{binary_path.stat().st_size / 1e6:.1f} MB", "", "< 35 MB (max 80)"),
+        ("binary build time (2 cores)", f"{built:.0f} s", "", ""),
+        ("binary: start to icon visible", f"{binary['ready_s']:.2f} s", "", "< 2.5 s"),
+    ]
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    header = ("what", "kimi-tray", "before", "seed cron", "goal")
+    table = [(what, ours, BEFORE.get(what, ""), seed, goal) for what, ours, seed, goal in rows]
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
+    for row in table:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -362,9 +362,13 @@ def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    from kimi_tray.events import EventSources
+
+    sources = EventSources(renewer).start()  # file changes and resume wake the engine at once
     renewer.start()
     while renewer.join(3600):  # a signal interrupts the wait; no periodic wake-ups here
         pass
+    sources.stop()
     instance.release()
     log.info("kimi-tray daemon stopped.")
     return EXIT_OK

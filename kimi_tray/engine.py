@@ -10,6 +10,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -33,7 +34,7 @@ from kimi_tray.errors import (
     TransientError,
 )
 from kimi_tray.fileio import PreparedWrite, atomic_write, ensure_private_dir, read_json_object
-from kimi_tray.health import Health, Status, health_for, min_refresh_gap, refresh_due_at
+from kimi_tray.health import EXPIRING_BELOW, Health, Status, health_for, min_refresh_gap, refresh_due_at
 from kimi_tray.oauth import OAuthClient, TokenResponse, device_headers
 from kimi_tray.openclaw import OpenClawTarget, Token, choose_target
 from kimi_tray.state import OpenClawView, PersistentState, StateStore, fingerprint
@@ -55,6 +56,8 @@ LOCKED_CONNECT_TIMEOUT = 2.0
 MIN_ATTEMPT_TIME = 1.0
 MIN_LOOP_DELAY = 0.5
 RECOVERY_FILE = "unsaved-token.json"
+RESUME_WINDOW = 30.0  # after a resume the network may need a while: retry quickly meanwhile
+RESUME_RETRY = 1.5
 
 Listener = Callable[[Status], None]
 RetryListener = Callable[[int, int, str, float], None]
@@ -175,6 +178,11 @@ class Renewer:
         self._message = ""
         self._renewing = False
         self._last_tick: tuple[float, float] | None = None
+        self._events_lock = threading.Lock()
+        self._changed_paths: set[Path] = set()
+        self._resume_signalled = False
+        self._resume_until = 0.0
+        self._poll_interval: float | None = None
         self.login_in_progress = False
         self._pending: Unsaved | None = None
         self._last_refresh_mono: float | None = None
@@ -576,6 +584,26 @@ class Renewer:
         self._renew_requested = True
         self._wake.set()
 
+    # Commands from the file watcher and the resume listener, called on their threads: they
+    # only record what happened; the engine thread acts on it in step().
+    def file_changed(self, path: Path) -> None:
+        """A watched file (credentials, OpenClaw's file, our state) changed on disk."""
+        with self._events_lock:
+            self._changed_paths.add(Path(os.path.abspath(path)))
+        self._wake.set()
+
+    def resumed(self) -> None:
+        """The system woke from sleep (a logind, AppKit or Win32 signal)."""
+        with self._events_lock:
+            self._resume_signalled = True
+        self._wake.set()
+
+    def use_events(self, poll_interval: float) -> None:
+        """File events now wake the engine, so it need not poll: sleep up to `poll_interval`
+        between the things that are due."""
+        self._poll_interval = poll_interval
+        self._wake.set()  # recompute the current sleep with the new interval
+
     def join(self, timeout: float) -> bool:
         """Wait for the loop thread; True while it is still running."""
         if self._thread is None:
@@ -601,6 +629,7 @@ class Renewer:
         """Do whatever is due now; return how long to sleep before the next check."""
         now = self.clock.now()
         self._detect_resume(now)
+        self._take_events()
         self._reload_if_changed()
         requested, self._renew_requested = self._renew_requested, False
         if self._pending is not None and not self.login_in_progress:
@@ -675,6 +704,8 @@ class Renewer:
         except TransientError as exc:
             self._failures += 1
             delay = backoff_delay(self._failures, exc.retry_after, self.rng)
+            if self.clock.monotonic() < self._resume_until and exc.retry_after is None:
+                delay = min(delay, RESUME_RETRY)  # just woke: the network is probably coming back
             self._next_attempt = self.clock.now() + delay
             self._message = f"renewal failing: {exc}"
             log.warning("Renewal failed (%s); next attempt in %.0f s.", exc, delay)
@@ -689,7 +720,7 @@ class Renewer:
 
     def _next_delay(self, status: Status) -> float:
         now = self.clock.now()
-        delay = self.settings.poll_interval
+        delay = self._poll_interval or self.settings.poll_interval
         creds = self._creds
         if creds is not None and status.health not in (Health.NEEDS_LOGIN, Health.ERROR):
             due = max(refresh_due_at(creds.expires_at, creds.expires_in), self._next_attempt,
@@ -697,6 +728,10 @@ class Renewer:
             delay = min(delay, max(0.0, due - now))
         if self._pending is not None:
             delay = min(delay, max(0.0, self._next_attempt - now))
+            # Wake when the colour changes (expiring, expired) even if nothing else is due.
+            for boundary in (creds.expires_at - EXPIRING_BELOW, creds.expires_at):
+                if boundary > now:
+                    delay = min(delay, boundary - now)
         if self._next_sync > now:
             delay = min(delay, self._next_sync - now)
         delay = min(delay, self._usage_delay(now))
@@ -709,10 +744,67 @@ class Renewer:
             if wall_delta - mono_delta > RESUME_JUMP:
                 log.info("The clock jumped %.0f s (resume from sleep?); checking now.",
                          wall_delta - mono_delta)
-                self._next_attempt = 0.0
-                self._file_key = None
-                self._usage_resumed()
+                self._on_resume()
         self._last_tick = (now, mono)
+
+    def _on_resume(self) -> None:
+        """Check at once, and retry quickly for a while: the network may still be coming up."""
+        self._next_attempt = 0.0
+        self._next_sync = 0.0
+        self._file_key = None
+        self._resume_until = self.clock.monotonic() + RESUME_WINDOW
+        self._usage_resumed()
+
+    def _take_events(self) -> None:
+        """Act on what the watcher and the resume listener reported since the last step."""
+        with self._events_lock:
+            paths, self._changed_paths = self._changed_paths, set()
+            resumed, self._resume_signalled = self._resume_signalled, False
+        if resumed:
+            self._on_resume()
+        if not paths:
+            return
+        state_path = Path(os.path.abspath(self.store.path))
+        credential_paths = {Path(os.path.abspath(p)) for p in self.credential_paths()}
+        if state_path in paths and self.store.path.exists():  # deleted: ours is saved again
+            loaded = self.store.load()
+            if loaded != self.state:
+                log.info("The state file changed outside this process; reloading it.")
+                self.state = loaded
+        openclaw_paths = paths - {state_path} - credential_paths
+        if paths & credential_paths:
+            before = self._creds.refresh_token if self._creds else None
+            if not self._fixed_source:
+                self.source = choose_source(self.settings)
+            self._reload_if_changed(force=True)
+            if (self._creds.refresh_token if self._creds else None) != before:
+                self._failures, self._next_attempt = 0, 0.0
+        if openclaw_paths:
+            self._recheck_openclaw()
+
+    def credential_paths(self) -> list[Path]:
+        """Every Kimi credential file the engine may manage (watched for outside changes)."""
+        if self._fixed_source or self.settings.credentials_file is not None:
+            return [self.source.path]
+        return [self.settings.kimi_share_dir / "credentials" / "kimi-code.json",
+                self.settings.kimi_code_home / "credentials" / "kimi-code.json"]
+
+    def _recheck_openclaw(self) -> None:
+        """Someone rewrote OpenClaw's file: if it no longer holds our token, sync again."""
+        creds = self._creds
+        if creds is None or self.state.openclaw.state != "in_sync":
+            return
+        token = Token(creds.access_token, creds.refresh_token, creds.expires_at)
+        try:
+            view = self.target.inspect(token, self.clock.now())
+        except (OpenClawError, LocalFileError) as exc:
+            view = OpenClawView("error", str(exc), self.target.mode, checked_at=self.clock.now())
+        if view.state != "in_sync":
+            log.info("OpenClaw's copy changed outside kimi-tray (%s); handing the token over again.",
+                     view.detail)
+            self.state.openclaw = view
+            self.store.save(self.state)
+            self._next_sync = 0.0
 
     def _publish(self) -> Status:
         self.status = self._build_status(self.clock.now())

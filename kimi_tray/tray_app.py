@@ -65,9 +65,14 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
         return 1
     apps.append(app)
     stop_on_signals(app, backend)
+    from kimi_tray.events import EventSources
+
+    # File changes and resume wake the engine at once; it still wakes each minute for the ring.
+    sources = EventSources(renewer, redraw_step=settings.tray_poll_interval).start()
     try:
         app.run(after_start=lambda: watch_for_tray_host(app))
     finally:
+        sources.stop()
         renewer.stop(timeout=5)
         instance.release()
     log.info("kimi-tray tray stopped.")
