@@ -794,7 +794,7 @@ class Renewer:
         creds = self._creds
         if creds is None or self.state.openclaw.state != "in_sync":
             return
-        token = Token(creds.access_token, creds.refresh_token, creds.expires_at)
+        token = Token(creds.access_token, creds.expires_at)
         try:
             view = self.target.inspect(token, self.clock.now())
         except (OpenClawError, LocalFileError) as exc:
