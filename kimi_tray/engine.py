@@ -29,11 +29,12 @@ from kimi_tray.credentials import Credentials, CredentialSource, choose_source, 
 from kimi_tray.errors import (
     KimiTrayError,
     LocalFileError,
+    LockTimeout,
     LoginNeeded,
     OpenClawError,
     TransientError,
 )
-from kimi_tray.fileio import PreparedWrite, atomic_write, ensure_private_dir, read_json_object
+from kimi_tray.fileio import FileLock, PreparedWrite, atomic_write, ensure_private_dir, read_json_object
 from kimi_tray.health import EXPIRING_BELOW, Health, Status, health_for, min_refresh_gap, refresh_due_at
 from kimi_tray.oauth import OAuthClient, TokenResponse, device_headers
 from kimi_tray.openclaw import OpenClawTarget, Token, choose_target
@@ -50,6 +51,8 @@ RETRY_AFTER_CAP = 600.0
 RESUME_JUMP = 60.0
 SYNC_RETRY_FIRST = 30.0
 SYNC_RETRY_CAP = 600.0
+OPENCLAW_SYNC_LOCK = "openclaw-sync.lock"  # in the state dir: one OpenClaw hand-off at a time
+OPENCLAW_SYNC_WAIT = 180.0  # an offline OpenClaw without its Kimi plugin takes over a minute
 USAGE_WAIT = 1.0  # real seconds a step waits for a usage reply before it goes on without it
 STATUS_USAGE_WAIT = 3.0  # ... and `kimi-tray status` (`kimi-tray usage` waits the HTTP timeout)
 LOCKED_CONNECT_TIMEOUT = 2.0
@@ -408,8 +411,35 @@ class Renewer:
 
     # ----------------------------------------------------------------- OpenClaw
     def sync_openclaw(self, creds: Credentials) -> tuple[OpenClawView, str]:
-        """Hand the access token to OpenClaw; never raises, the outcome is in the view."""
+        """Hand the access token to OpenClaw; never raises, the outcome is in the view.
+
+        One hand-off at a time across processes (a `kimi-tray renew` beside the tray), and always
+        the newest token on disk: a slower process must never paste an older token over a newer
+        one, nor call OpenClaw stale for holding the newer one."""
         now = self.clock.now()
+        restart_message = ""
+        try:
+            with FileLock(self.settings.state_dir / OPENCLAW_SYNC_LOCK, timeout=OPENCLAW_SYNC_WAIT):
+                creds = self._newest_on_disk(creds)
+                view, restart_message = self._hand_over(creds, now)
+        except LockTimeout:
+            view = OpenClawView("error", "Another kimi-tray was still handing OpenClaw the token "
+                                f"after {OPENCLAW_SYNC_WAIT:g} s.", self.target.mode, checked_at=now)
+        self.state.openclaw = view
+        self.store.save(self.state)
+        return view, restart_message
+
+    def _newest_on_disk(self, creds: Credentials) -> Credentials:
+        try:
+            on_disk = self.source.load(fix_mode=False)
+        except LocalFileError:
+            return creds
+        if on_disk.access_token and on_disk.expires_at > creds.expires_at:
+            logs.register_secret(on_disk.access_token, on_disk.refresh_token)
+            return on_disk
+        return creds
+
+    def _hand_over(self, creds: Credentials, now: float) -> tuple[OpenClawView, str]:
         token = Token(creds.access_token, creds.expires_at)
         restart_message = ""
         try:
@@ -422,8 +452,6 @@ class Renewer:
         except (OpenClawError, LocalFileError) as exc:
             log.warning("OpenClaw sync failed: %s", exc)
             view = OpenClawView("error", str(exc), self.target.mode, checked_at=now)
-        self.state.openclaw = view
-        self.store.save(self.state)
         return view, restart_message
 
     def openclaw_needs_sync(self, creds: Credentials) -> bool:

@@ -237,3 +237,23 @@ def test_forced_login_warning_time_is_persisted(settings, home, oauth_server) ->
     seed(home, oauth_server, clock, left=900)
     renewer(settings, clock).remember_forced_login_warning(clock.now())
     assert renewer(settings, clock).state.last_forced_login_warning == clock.now()
+
+
+def test_openclaw_is_handed_the_newest_token_on_disk_never_an_older_one(settings, home, oauth_server,
+                                                                       env, monkeypatch) -> None:
+    """Two renewers (a `kimi-tray renew` beside the tray): the slower one must not paste its older
+    token over the newer one the other saved, nor call OpenClaw stale for holding the newer one."""
+    monkeypatch.setenv("FAKE_OPENCLAW_LOG", env["FAKE_OPENCLAW_LOG"])
+    clock = FakeClock(start=__import__("time").time())
+    seed(home, oauth_server, clock, left=100)
+    cli = settings.with_overrides(openclaw_mode="cli")
+    slower, faster = renewer(cli, clock), renewer(cli, clock)
+    older, _ = slower.refresh_once(force=True)
+    clock.advance(20)  # past the minimum gap between two refreshes
+    newer, _ = faster.refresh_once(force=True)
+    assert newer.expires_at > older.expires_at
+    faster.sync_openclaw(newer)
+    view, _ = slower.sync_openclaw(older)
+    pasted = [call["stdin_fp"] for call in calls(env) if "stdin_fp" in call]
+    assert pasted and set(pasted) == {fingerprint(newer.access_token)}  # the same sha256 prefix
+    assert view.state == "in_sync" and view.token_fp == fingerprint(newer.access_token)
