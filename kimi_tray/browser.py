@@ -61,7 +61,7 @@ def open_url(url: str, settle: float = SETTLE_SECONDS) -> str:
     return f"The browser did not open ({why if why.startswith(name) else f'{name}: {why}'})."
 
 
-def _reap(child: subprocess.Popen) -> None:
+def _reap(child: subprocess.Popen[bytes]) -> None:
     if child.stderr:
         child.stderr.read()
         child.stderr.close()

@@ -110,7 +110,7 @@ def check_openclaw(settings: Settings) -> list[Check]:
 
 def _check_openclaw_target(settings: Settings, target: OpenClawTarget, state: PersistentState,
                            has_cli: bool) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     now = _now()
     if isinstance(target, AutoTarget):
         try:
@@ -140,7 +140,7 @@ def _check_openclaw_target(settings: Settings, target: OpenClawTarget, state: Pe
         return checks
     if view.state == "error" and not view.token_fp:
         return checks + [Check("fail", "openclaw profile", view.detail, "kimi-tray renew")]
-    ours = getattr(target, "holding_profile_id", None) or getattr(target, "profile_id", "our profile")
+    ours = str(getattr(target, "holding_profile_id", None) or getattr(target, "profile_id", "our profile"))
     checks.append(Check("ok", "openclaw profile", f"in_sync: {ours} holds the current token"))
     problems = list(getattr(target, "problems", []))
     if isinstance(target, LegacyFileTarget) and has_cli:
@@ -193,7 +193,7 @@ def _check_gateway(settings: Settings, view: OpenClawView) -> list[Check]:
         report = Runner(settings).json(["gateway", "status", "--json"])
     except KimiTrayError as exc:
         return [Check("warn", "openclaw gateway", str(exc), "openclaw gateway status")]
-    rpc = report.get("rpc") if isinstance(report.get("rpc"), dict) else {}
+    rpc = found if isinstance(found := report.get("rpc"), dict) else {}
     if not rpc.get("ok"):
         return [Check("warn", "openclaw gateway",
                       "not running; it reads the current token when it starts",
@@ -271,7 +271,7 @@ def check_autostart(_: Settings) -> list[Check]:
             continue
         command = backend.written_command()
         problem = "the entry cannot be read" if command is None else check_command(command)
-        if problem:
+        if problem or command is None:
             checks.append(Check("fail", name, f"{backend.location()}: {problem}",
                                 f"run `{fix}` to rewrite it"))
         else:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -66,9 +66,23 @@ Listener = Callable[[Status], None]
 RetryListener = Callable[[int, int, str, float], None]
 
 
+class _StatusCommon(TypedDict, total=False):
+    """The `Status` fields every health shares."""
+
+    now: float
+    credentials_file: str | None
+    last_renewal: float | None
+    renewing: bool
+    login_in_progress: bool
+    failures: int
+    usage: Usage | None
+    openclaw: str
+    openclaw_detail: str
+
+
 def backoff_delay(failures: int, retry_after: float | None, rng: Callable[[], float]) -> float:
     """Capped exponential backoff with jitter; a server's Retry-After wins when it is longer."""
-    base = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, failures - 1))
+    base = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** max(0, failures - 1))
     delay = base * (0.5 + 0.5 * rng())
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
@@ -555,7 +569,7 @@ class Renewer:
 
     def _build_status(self, now: float) -> Status:
         creds = self._creds
-        common = dict(
+        common = _StatusCommon(
             now=now,
             credentials_file=str(self.source.path),
             last_renewal=self.state.last_renewal,
@@ -571,7 +585,7 @@ class Renewer:
                 openclaw_state, openclaw_detail = "stale", "OpenClaw holds an older Kimi token."
             elif view.expires_at is not None and view.expires_at <= now:
                 openclaw_state, openclaw_detail = "stale", "OpenClaw's Kimi token has expired."
-        common.update(openclaw=openclaw_state, openclaw_detail=openclaw_detail)
+        common["openclaw"], common["openclaw_detail"] = openclaw_state, openclaw_detail
         if self._pending is not None:
             return Status(Health.ERROR, message=f"new token not saved yet: {self._pending.reason}",
                           expires_at=self._pending.expires_at, lifetime=self._pending.expires_in,
@@ -756,6 +770,7 @@ class Renewer:
             delay = min(delay, max(0.0, due - now))
         if self._pending is not None:
             delay = min(delay, max(0.0, self._next_attempt - now))
+        if self._pending is not None and creds is not None:
             # Wake when the colour changes (expiring, expired) even if nothing else is due.
             for boundary in (creds.expires_at - EXPIRING_BELOW, creds.expires_at):
                 if boundary > now:

@@ -306,13 +306,13 @@ if os.name == "nt":  # pragma: no cover - exercised on Windows only
 
     def _lock_fd(fd: int) -> None:
         try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # Windows only
         except OSError:
             raise BlockingIOError from None
 
     def _unlock_fd(fd: int) -> None:
         with contextlib.suppress(OSError):
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]  # Windows only
 
 else:
     import fcntl

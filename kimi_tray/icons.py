@@ -73,7 +73,7 @@ def draw_icon(status: Status, size: int = 64) -> Image.Image:
         if fraction > 0:
             draw.arc(arc_box, start=-90, end=-90 + 360 * fraction, fill=WHITE, width=width)
     _quota_mark(draw, big, status)
-    return image.resize((size, size), Image.BOX)
+    return image.resize((size, size), Image.Resampling.BOX)
 
 
 def _track(colour: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -102,6 +102,13 @@ def _question(draw: ImageDraw.ImageDraw, big: int) -> None:
     draw.ellipse((c - w / 2, big * 0.7, c + w / 2, big * 0.7 + w), fill=WHITE)
 
 
+def _pixel(image: Image.Image, x: int, y: int) -> tuple[int, ...]:
+    value = image.getpixel((x, y))
+    if not isinstance(value, tuple):
+        raise ValueError("expected an RGBA image")
+    return value
+
+
 def ring_fraction_at(image: Image.Image) -> float:
     """Measure the ring's white share by sampling around it (tests and screenshots use this)."""
     size = image.width
@@ -111,7 +118,7 @@ def ring_fraction_at(image: Image.Image) -> float:
         angle = -math.pi / 2 + 2 * math.pi * (i + 0.5) / samples
         x = size / 2 + radius * math.cos(angle)
         y = size / 2 + radius * math.sin(angle)
-        r, g, b, a = image.getpixel((min(size - 1, int(x)), min(size - 1, int(y))))
+        r, g, b, a = _pixel(image, min(size - 1, int(x)), min(size - 1, int(y)))
         if min(r, g, b) > 170 and a > 200:
             white += 1
     return white / samples
@@ -164,5 +171,5 @@ def quota_fill_at(image: Image.Image) -> float:
     def is_track(pixel: tuple[int, ...]) -> bool:
         return sum(abs(a - b) for a, b in zip(pixel[:3], QUOTA_TRACK, strict=False)) <= 60
 
-    filled = sum(1 for y in range(top, bottom) if not is_track(image.getpixel((x, y))))
+    filled = sum(1 for y in range(top, bottom) if not is_track(_pixel(image, x, y)))
     return filled / max(1, bottom - top)

@@ -76,8 +76,8 @@ def log_file(log_dir: Path) -> Path:
 def setup_logging(log_dir: Path | None, to_stderr: bool, verbose: bool = False) -> Path | None:
     """Configure the root logger once; returns the log file path (None if it cannot be written)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     redactor = RedactingFilter()

@@ -117,6 +117,7 @@ class ActionNotifier:
 
     def send(self, title: str, message: str, actions: Sequence[Action] = ()) -> None:
         import asyncio
+        import concurrent.futures
 
         from desktop_notifier import Button, Icon
 
@@ -131,7 +132,7 @@ class ActionNotifier:
             self._notifier.send(title, message, buttons=buttons, on_clicked=on_clicked, icon=icon,
                                 timeout=-1), self._loop)
 
-        def done(finished) -> None:
+        def done(finished: concurrent.futures.Future[str]) -> None:
             exc = finished.exception()
             if exc is not None:
                 log.warning("Notification failed (%s); %s: %s", type(exc).__name__, title, message)
@@ -230,7 +231,7 @@ class NotificationPolicy:
             return
         left = status.seconds_left
         failing = status.failures > 0 and left is not None and left < WARN_FAILING_BELOW
-        if failing and not self._failing_episode:
+        if failing and left is not None and not self._failing_episode:
             self._failing_episode = True
             when = "has expired" if left <= 0 else f"expires in {format_duration(left)}"
             reason = first_sentence(status.message.removeprefix("renewal failing: ")) or "no answer"

@@ -190,20 +190,20 @@ class WindowsPowerListener:
 
             user32 = ctypes.windll.user32  # type: ignore[attr-defined]
             lresult = ctypes.c_ssize_t
-            wndproc_type = ctypes.WINFUNCTYPE(lresult, wintypes.HWND, wintypes.UINT,
-                                              wintypes.WPARAM, wintypes.LPARAM)
+            wndproc_type = ctypes.WINFUNCTYPE(  # type: ignore[attr-defined]
+                lresult, wintypes.HWND, wintypes.UINT, wintypes.WPARAM, wintypes.LPARAM)
             user32.DefWindowProcW.restype = lresult
             user32.DefWindowProcW.argtypes = [wintypes.HWND, wintypes.UINT, wintypes.WPARAM,
                                               wintypes.LPARAM]
 
-            def wndproc(hwnd, message, wparam, lparam):
+            def wndproc(hwnd: int, message: int, wparam: int, lparam: int) -> int:
                 try:
                     self.handle(message, wparam, time.monotonic())
                 except Exception:
                     log.exception("The resume callback failed")
                 if message == WM_DESTROY:
                     user32.PostQuitMessage(0)
-                return user32.DefWindowProcW(hwnd, message, wparam, lparam)
+                return int(user32.DefWindowProcW(hwnd, message, wparam, lparam))
 
             self._wndproc = wndproc_type(wndproc)  # keep a reference for the window's lifetime
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ def running_instance(state_dir: Path) -> Holder | None:
     return None
 
 
-if os.name == "nt":  # pragma: no cover - Windows only
+if sys.platform == "win32":  # pragma: no cover - Windows only
     import msvcrt
 
     def _try_lock(fd: int, shared: bool = False) -> None:

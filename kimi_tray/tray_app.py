@@ -7,14 +7,26 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING, Protocol
 
 from kimi_tray import __version__
 from kimi_tray.config import Settings
 from kimi_tray.logs import setup_logging
 
+if TYPE_CHECKING:
+    from kimi_tray.notify import Notifier
+
 log = logging.getLogger(__name__)
 TRAY_HOST_GRACE = float(os.environ.get("KIMI_TRAY_HOST_GRACE", "5"))
 STOP_WITHIN = 10.0  # a logout waits for us; never hang it
+
+
+class RunningTray(Protocol):
+    """What the signal handlers and the tray-host check need from the running tray."""
+
+    @property
+    def notifier(self) -> Notifier: ...
+    def quit(self) -> None: ...
 
 
 def has_display() -> bool:
@@ -79,7 +91,7 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
     return 0
 
 
-def stop_on_signals(app, backend: str) -> None:
+def stop_on_signals(app: RunningTray, backend: str) -> None:
     """SIGTERM (logout, systemd, kill) and SIGINT stop the tray cleanly: log line, exit 0.
     GTK's main loop runs Python signal handlers late, so there GLib delivers them."""
 
@@ -111,7 +123,7 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def watch_for_tray_host(app, delay: float = TRAY_HOST_GRACE) -> None:
+def watch_for_tray_host(app: RunningTray, delay: float = TRAY_HOST_GRACE) -> None:
     """A few seconds after start (a panel may start after us at login): is any tray showing
     icons? If not, say so once with the fix; renewal goes on either way."""
 

@@ -15,6 +15,11 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # watchdog is imported when the watcher starts, not at import time
+    from watchdog.events import FileSystemEvent
+    from watchdog.observers.api import BaseObserver, ObservedWatch
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +66,8 @@ class FileWatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._observer = None
-        self._watches: dict[Path, object] = {}
+        self._observer: BaseObserver | None = None
+        self._watches: dict[Path, ObservedWatch] = {}
         self._ancestors = {a for p in self.paths for a in p.parents}
 
     @property
@@ -104,7 +109,7 @@ class FileWatcher:
         logging.getLogger("watchdog").setLevel(logging.INFO)  # no line per inotify event in -v
         # The dispatcher's timeout only bounds how long stop() may wait; a long one keeps the
         # idle process asleep (watchdog's default wakes it every second).
-        observer = None
+        observer: BaseObserver | None = None
         try:
             observer = Observer(timeout=3600)
             observer.start()
@@ -135,7 +140,7 @@ class FileWatcher:
                          events.FileModifiedEvent, events.FileClosedEvent]
 
         class Handler(events.FileSystemEventHandler):
-            def on_any_event(self, event) -> None:  # type: ignore[override]
+            def on_any_event(self, event: FileSystemEvent) -> None:
                 watcher._on_event(event)
 
         wanted = {nearest_existing_dir(p) for p in self.paths}
@@ -151,7 +156,7 @@ class FileWatcher:
             except Exception as exc:  # gone meanwhile, out of inotify watches, observer stopping
                 log.info("Cannot watch %s (%s); the periodic check covers it.", directory, exc)
 
-    def _on_event(self, event) -> None:
+    def _on_event(self, event: FileSystemEvent) -> None:
         """Runs on the observer's thread: note what happened, let our thread act on it."""
         touched = {Path(os.fsdecode(event.src_path))}
         if getattr(event, "dest_path", ""):

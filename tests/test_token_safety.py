@@ -367,6 +367,35 @@ def test_the_engine_keeps_retrying_an_unsaved_token_until_the_disk_takes_it(sett
     assert engine.status.health.value == "fresh" and oauth_server.successful_refreshes == 1
 
 
+def test_an_unsaved_token_with_no_credential_file_left_still_schedules(settings, home,
+                                                                      oauth_server) -> None:
+    """A token is kept in recovery, then the credential file is gone and its directory refuses
+    the new one: the loop keeps its schedule (it used to read the missing file's expiry and
+    fail every step), shows the kept token, and saves it once the directory takes it."""
+    clock = FakeClock(start=time.time())
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    stack = contextlib.ExitStack()
+    oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
+    with stack:
+        engine.step()
+        oauth_server.on_rotate = None
+    assert engine.recovery_path.exists() and engine.status.message.startswith("new token not saved")
+    cred.unlink()
+    with immutable(cred.parent):
+        delay = engine.step()
+        assert 0 < delay <= settings.poll_interval
+        assert engine.status.health.value == "error"
+        assert engine.status.message.startswith("new token not saved yet")
+        clock.advance(delay)
+        assert 0 < engine.step() <= settings.poll_interval
+        assert engine.recovery_path.exists()
+    clock.advance(settings.poll_interval)
+    engine.step()
+    assert not engine.recovery_path.exists() and login_alive(cred, oauth_server)
+    assert oauth_server.successful_refreshes == 1
+
+
 def test_a_kill_during_a_refresh_is_named_when_the_token_is_then_rejected(env, home, oauth_server) -> None:
     write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
     oauth_server.fail_next("late:5")

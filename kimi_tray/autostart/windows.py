@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from kimi_tray.autostart import LaunchCommand, launch_spec
 
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
 VALUE_NAME = "kimi-tray"
+
+
+class Registry(Protocol):
+    """The part of `winreg` the Run key uses (the real module on Windows, a fake in tests)."""
+
+    @property
+    def HKEY_CURRENT_USER(self) -> object: ...  # noqa: N802
+    @property
+    def KEY_READ(self) -> int: ...  # noqa: N802
+    @property
+    def KEY_SET_VALUE(self) -> int: ...  # noqa: N802
+    @property
+    def REG_SZ(self) -> int: ...  # noqa: N802
+
+    def CreateKeyEx(  # noqa: N802
+        self, key: object, sub_key: str, reserved: int, access: int
+    ) -> AbstractContextManager[object]: ...
+    def SetValueEx(  # noqa: N802
+        self, key: object, value_name: str, reserved: int, type: int, value: str
+    ) -> None: ...
+    def QueryValueEx(self, key: object, name: str) -> tuple[object, int]: ...  # noqa: N802
+    def DeleteValue(self, key: object, value: str) -> None: ...  # noqa: N802
 
 
 def with_checkout_on_path(spec: LaunchCommand) -> list[str]:
@@ -53,14 +76,18 @@ def split_command_line(line: str) -> list[str]:
     return args
 
 
+def _winreg() -> Registry:
+    import winreg  # only importable on Windows
+
+    return winreg  # type: ignore[return-value,unused-ignore]  # its stub is empty off Windows
+
+
 class RunKey:
-    def __init__(self, registry: Any = None, command: list[str] | None = None) -> None:
-        if registry is None:
-            import winreg as registry  # only importable on Windows
-        self.reg = registry
+    def __init__(self, registry: Registry | None = None, command: list[str] | None = None) -> None:
+        self.reg = registry if registry is not None else _winreg()
         self.command = command or with_checkout_on_path(launch_spec())
 
-    def _open(self, write: bool):
+    def _open(self, write: bool) -> AbstractContextManager[object]:
         access = self.reg.KEY_SET_VALUE if write else self.reg.KEY_READ
         return self.reg.CreateKeyEx(self.reg.HKEY_CURRENT_USER, RUN_KEY, 0, access)
 

@@ -34,8 +34,10 @@ class Problem:
 
 
 class OpenClawTarget(Protocol):
-    mode: str
-    restart_after_sync: bool
+    @property
+    def mode(self) -> str: ...
+    @property
+    def restart_after_sync(self) -> bool: ...
 
     def describe(self) -> str: ...
 

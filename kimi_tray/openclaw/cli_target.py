@@ -180,7 +180,7 @@ class CliTarget:
 def auth_order_problems(report: dict[str, Any], provider: str, ours: str) -> list[Problem]:
     """Our profile should be the one OpenClaw picks first for its provider (`models status`).
     A user's own API key first still works (a warning); another token first is a failure."""
-    auth = report.get("auth") if isinstance(report.get("auth"), dict) else {}
+    auth = found if isinstance(found := report.get("auth"), dict) else {}
     entries = [e for e in (auth.get("oauth") or {}).get("providers") or []
                if isinstance(e, dict) and e.get("provider") == provider]
     effective = [p for e in entries for p in e.get("effectiveProfiles") or [] if isinstance(p, dict)]

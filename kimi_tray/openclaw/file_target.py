@@ -120,7 +120,7 @@ class LegacyFileTarget:
                 data, _ = read_json_object(path)
             except LocalFileError as exc:
                 return OpenClawView("error", str(exc), self.mode, checked_at=now)
-            profiles = data.get("profiles") if isinstance(data.get("profiles"), dict) else {}
+            profiles = found if isinstance(found := data.get("profiles"), dict) else {}
             ours = self._ours(profiles)
             profile = profiles[ours[0]] if ours else None
             if ours and path == paths[0]:

@@ -74,7 +74,8 @@ def last_line(result: subprocess.CompletedProcess[str]) -> str:
         error = json.loads(result.stdout[result.stdout.find("{"):]).get("error")
     except (ValueError, AttributeError):
         error = None
-    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"].strip():
-        return error["message"].strip()[:300]
+    message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(message, str) and message.strip():
+        return message.strip()[:300]
     lines = [ln.strip() for ln in (result.stderr + "\n" + result.stdout).splitlines() if ln.strip()]
     return lines[-1][:200] if lines else f"exit code {result.returncode}"

@@ -19,7 +19,7 @@ RESET_SLACK = 5.0  # let the server roll the window over before we ask
 
 
 def usage_backoff(failures: int) -> float:
-    return min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, failures - 1))
+    return min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** max(0, failures - 1))
 
 
 @dataclass
