@@ -796,6 +796,9 @@ class Renewer:
         self._next_sync = 0.0
         self._file_key = None
         self._resume_until = self.clock.monotonic() + RESUME_WINDOW
+        # The monotonic clock stood still while asleep: the gap since our last refresh is now
+        # measured on the wall clock alone (which moved on), or an expired token would wait.
+        self._last_refresh_mono = None
         self._usage_resumed()
 
     def _take_events(self) -> None:

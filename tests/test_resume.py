@@ -264,3 +264,21 @@ def test_daemon_renews_within_5_s_while_the_network_comes_back(sleepy_daemon, sy
     assert wait_for(lambda: renewed_after_suspend(path, old_access), timeout=RESUME_WITHIN + 10), \
         log.read_text()
     assert time.monotonic() - woke < RESUME_WITHIN, log.read_text()
+
+
+def test_a_renewal_just_before_the_sleep_does_not_hold_up_the_one_after_it(settings, oauth_server):
+    """The minimum gap between two refreshes is kept on the monotonic clock too, which stands still
+    while the machine sleeps: after two hours asleep the expired token is renewed at once, not a
+    quarter of a lifetime later."""
+    clock = FakeClock()
+    path = kimi_file(Path(settings.kimi_share_dir).parent)
+    write_credentials(path, oauth_server.issue(), clock.now() + 100)  # due now
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 1.0)
+    engine.step()
+    assert oauth_server.successful_refreshes == 1
+    clock.advance(5)
+    clock.jump_wall(TWO_HOURS)  # asleep: only the wall clock moves
+    engine.resumed()
+    engine.step()
+    assert oauth_server.successful_refreshes == 2
+    assert read_json(path)["expires_at"] > clock.now() + 800
