@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kimi_tray import ui_thread
 from kimi_tray.autostart import AutostartBackend
@@ -37,6 +38,9 @@ from kimi_tray.menu import (
 )
 from kimi_tray.notify import OPEN_LOG, Action, NotificationPolicy, Notifier
 from kimi_tray.usage.alerts import alerts_from_settings
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 ICON_SIZE = 64
@@ -95,7 +99,7 @@ def choose_backend() -> str:
     return "gtk"
 
 
-def _draw_on_panel_background(icon) -> None:
+def _draw_on_panel_background(icon: Any) -> None:
     """pystray's xorg backend stretches the picture to the window and pastes it on black (and
     the window starts 1x1). Start at a usual tray size, take the panel's own background
     (ParentRelative), and draw the picture square and centred over it, alpha kept."""
@@ -111,7 +115,7 @@ def _draw_on_panel_background(icon) -> None:
     window.configure(width=XORG_START_SIZE, height=XORG_START_SIZE)
     display.flush()
 
-    def draw(self) -> None:
+    def draw(self: Any) -> None:
         import Xlib.error
 
         try:
@@ -122,7 +126,7 @@ def _draw_on_panel_background(icon) -> None:
             raw = self._window.get_image(0, 0, width, height, Xlib.X.ZPixmap, 0xFFFFFFFF)
             picture = Image.frombytes("RGB", (width, height), raw.data, "raw", "BGRX")
             side = max(1, min(width, height))
-            image = self._icon.convert("RGBA").resize((side, side), Image.LANCZOS)
+            image = self._icon.convert("RGBA").resize((side, side), Image.Resampling.LANCZOS)
             picture.paste(image, ((width - side) // 2, (height - side) // 2), image)
             self._window.put_pil_image(self._gc, 0, 0, picture)
         except (Xlib.error.BadDrawable, Xlib.error.BadMatch, ValueError):
@@ -131,7 +135,7 @@ def _draw_on_panel_background(icon) -> None:
     icon._draw = types.MethodType(draw, icon)
 
 
-def _enable_clicks_on_xorg(icon) -> None:
+def _enable_clicks_on_xorg(icon: Any) -> None:
     """pystray's xorg backend (0.19.5) creates its window without ButtonPressMask, so clicks never
     reach it and the default action never runs (upstream issue #151). Ask X for button presses."""
     window, display = getattr(icon, "_window", None), getattr(icon, "_display", None)
@@ -144,7 +148,7 @@ def _enable_clicks_on_xorg(icon) -> None:
     display.flush()
 
 
-def add_error_badge(image) -> None:
+def add_error_badge(image: Image.Image) -> None:
     """A grey square with a white '!' in the lower right corner: something is misconfigured."""
     from PIL import ImageDraw
 
@@ -187,7 +191,7 @@ class TrayApp:
         self._login_url = ""
         self._login_code = ""
         self._busy_line = ""
-        self._drawn: tuple | None = None
+        self._drawn: tuple[object, ...] | None = None
         self._watched_menu: object | None = None
         self.usage_alerts = alerts_from_settings(renewer.settings, notifier, renewer.usage_store)
         self._status: Status = renewer.status
@@ -226,7 +230,7 @@ class TrayApp:
         except OSError:
             return False
 
-    def _picture(self, status: Status):
+    def _picture(self, status: Status) -> Image.Image:
         """The health icon; with a config error, a grey badge with '!' in its corner too."""
         image = draw_icon(status, ICON_SIZE)
         if self.config_error:
@@ -239,7 +243,7 @@ class TrayApp:
             title = f"{title} | {self._busy_line}"
         return f"{title} | config error, defaults in use" if self.config_error else title
 
-    def _menu(self):
+    def _menu(self) -> Any:
         pystray = self._pystray
         # pystray's items are fixed; each shows when build_menu has its key. So they go in
         # build_menu's order: what to do and the notes right under the status, then the quota.
@@ -262,23 +266,23 @@ class TrayApp:
         def entry(key: str) -> MenuEntry | None:
             return next((e for e in self.entries() if e.key == key), None)
 
-        def item(key: str):
-            def label(_item) -> str:
+        def item(key: str) -> Any:
+            def label(_item: object) -> str:
                 found = entry(key)
                 return found.label if found else ""
 
-            def enabled(_item) -> bool:
+            def enabled(_item: object) -> bool:
                 found = entry(key)
                 if key in NOTE_KEYS:  # a login's lines copy the code or reopen the page; others are text
                     return bool(found and self._login_url and found.label in self._login_lines)
                 return bool(found and found.enabled)
 
-            def visible(_item) -> bool:
+            def visible(_item: object) -> bool:
                 return entry(key) is not None
 
             checked = None
             if key == "autostart":
-                def checked(_item) -> bool:
+                def checked(_item: object) -> bool:
                     found = entry(key)
                     return bool(found and found.checked)
 
