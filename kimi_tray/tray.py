@@ -543,6 +543,15 @@ class TrayApp:
         self.icon.stop()
 
     # ----------------------------------------------------------------- run
+    def icon_docked(self) -> bool:
+        """UI thread only: does a tray show the icon, as far as the backend can tell?"""
+        status_icon = getattr(self.icon, "_status_icon", None)  # gtk: a Gtk.StatusIcon
+        if status_icon is not None:
+            return bool(status_icon.is_embedded())
+        if self.backend == "xorg":
+            return getattr(self.icon, "_systray_manager", None) is not None
+        return False  # appindicator, macOS, Windows: the desktop is asked instead
+
     def _show(self) -> None:
         """UI thread: the icon appears with the newest Status."""
         self.icon.visible = True
