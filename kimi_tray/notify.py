@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from kimi_tray.health import Health, Status, format_duration
 from kimi_tray.logs import redact
@@ -102,23 +102,38 @@ class ActionNotifier:
     shows_actions = True
 
     def __init__(self, on_action: ActionHandler | None = None, icon_path: str = "") -> None:
-        import asyncio
+        """desktop-notifier, asyncio and the D-Bus client load at the first notification, not at
+        start: a healthy tray may never send one, and they cost several MiB of memory."""
+        import importlib.util
 
-        from desktop_notifier import DesktopNotifier
-
+        if importlib.util.find_spec("desktop_notifier") is None:
+            raise ImportError("desktop-notifier is not installed")
         self.on_action = on_action
-        # Its debug lines repeat every message; our own log line per episode is enough.
-        logging.getLogger("desktop_notifier").setLevel(logging.INFO)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="notifier", daemon=True)
-        self._thread.start()
-        self._notifier = DesktopNotifier(app_name=APP, app_icon=None)
         self._icon_path = icon_path
+        self._started = threading.Lock()
+        self._loop: Any = None
+        self._notifier: Any = None
+
+    def _start(self) -> None:
+        with self._started:
+            if self._notifier is not None:
+                return
+            import asyncio
+
+            from desktop_notifier import DesktopNotifier
+
+            # Its debug lines repeat every message; our own log line per episode is enough.
+            logging.getLogger("desktop_notifier").setLevel(logging.INFO)
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="notifier", daemon=True).start()
+            self._loop = loop
+            self._notifier = DesktopNotifier(app_name=APP, app_icon=None)
 
     def send(self, title: str, message: str, actions: Sequence[Action] = ()) -> None:
         import asyncio
         import concurrent.futures
 
+        self._start()
         from desktop_notifier import Button, Icon
 
         def pressed(key: str) -> Callable[[], None]:

@@ -1,6 +1,8 @@
 """The tray icon and its menu: the only module that imports pystray.
 
-pystray owns the main thread (macOS requires it); the engine runs in its own thread and every
+pystray owns the main thread (macOS requires it) and only that thread touches the icon: the
+engine's listener, the redraw timer and the worker threads hand each change to it through
+`ui_thread` (GLib idle on Linux, the AppKit main thread on macOS, pystray's loop elsewhere). Every
 menu action hands work to the engine or to a short-lived worker, so the UI never blocks.
 """
 
@@ -15,7 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from kimi_tray import ui_thread
 from kimi_tray.autostart import AutostartBackend
 from kimi_tray.browser import open_url
 from kimi_tray.engine import Renewer
@@ -34,6 +38,9 @@ from kimi_tray.menu import (
 )
 from kimi_tray.notify import OPEN_LOG, Action, NotificationPolicy, Notifier
 from kimi_tray.usage.alerts import alerts_from_settings
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 ICON_SIZE = 64
@@ -92,7 +99,7 @@ def choose_backend() -> str:
     return "gtk"
 
 
-def _draw_on_panel_background(icon) -> None:
+def _draw_on_panel_background(icon: Any) -> None:
     """pystray's xorg backend stretches the picture to the window and pastes it on black (and
     the window starts 1x1). Start at a usual tray size, take the panel's own background
     (ParentRelative), and draw the picture square and centred over it, alpha kept."""
@@ -108,7 +115,7 @@ def _draw_on_panel_background(icon) -> None:
     window.configure(width=XORG_START_SIZE, height=XORG_START_SIZE)
     display.flush()
 
-    def draw(self) -> None:
+    def draw(self: Any) -> None:
         import Xlib.error
 
         try:
@@ -119,7 +126,7 @@ def _draw_on_panel_background(icon) -> None:
             raw = self._window.get_image(0, 0, width, height, Xlib.X.ZPixmap, 0xFFFFFFFF)
             picture = Image.frombytes("RGB", (width, height), raw.data, "raw", "BGRX")
             side = max(1, min(width, height))
-            image = self._icon.convert("RGBA").resize((side, side), Image.LANCZOS)
+            image = self._icon.convert("RGBA").resize((side, side), Image.Resampling.LANCZOS)
             picture.paste(image, ((width - side) // 2, (height - side) // 2), image)
             self._window.put_pil_image(self._gc, 0, 0, picture)
         except (Xlib.error.BadDrawable, Xlib.error.BadMatch, ValueError):
@@ -128,7 +135,7 @@ def _draw_on_panel_background(icon) -> None:
     icon._draw = types.MethodType(draw, icon)
 
 
-def _enable_clicks_on_xorg(icon) -> None:
+def _enable_clicks_on_xorg(icon: Any) -> None:
     """pystray's xorg backend (0.19.5) creates its window without ButtonPressMask, so clicks never
     reach it and the default action never runs (upstream issue #151). Ask X for button presses."""
     window, display = getattr(icon, "_window", None), getattr(icon, "_display", None)
@@ -141,7 +148,7 @@ def _enable_clicks_on_xorg(icon) -> None:
     display.flush()
 
 
-def add_error_badge(image) -> None:
+def add_error_badge(image: Image.Image) -> None:
     """A grey square with a white '!' in the lower right corner: something is misconfigured."""
     from PIL import ImageDraw
 
@@ -184,13 +191,13 @@ class TrayApp:
         self._login_url = ""
         self._login_code = ""
         self._busy_line = ""
-        self._drawn: tuple | None = None
+        self._drawn: tuple[object, ...] | None = None
         self._watched_menu: object | None = None
         self.usage_alerts = alerts_from_settings(renewer.settings, notifier, renewer.usage_store)
         self._status: Status = renewer.status
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._draw_lock = threading.RLock()
+        self._cancel_redraw: Callable[[], None] | None = None
+        self._redraw_pending = False
         self._stopping = False
         import pystray  # imported late: it connects to the display at import time
 
@@ -200,6 +207,7 @@ class TrayApp:
         if backend == "xorg":
             _enable_clicks_on_xorg(self.icon)
             _draw_on_panel_background(self.icon)
+        self.ui = ui_thread.for_icon(self.icon)
 
     # ----------------------------------------------------------------- menu
     def notes(self) -> tuple[str, ...]:
@@ -222,7 +230,7 @@ class TrayApp:
         except OSError:
             return False
 
-    def _picture(self, status: Status):
+    def _picture(self, status: Status) -> Image.Image:
         """The health icon; with a config error, a grey badge with '!' in its corner too."""
         image = draw_icon(status, ICON_SIZE)
         if self.config_error:
@@ -235,7 +243,7 @@ class TrayApp:
             title = f"{title} | {self._busy_line}"
         return f"{title} | config error, defaults in use" if self.config_error else title
 
-    def _menu(self):
+    def _menu(self) -> Any:
         pystray = self._pystray
         # pystray's items are fixed; each shows when build_menu has its key. So they go in
         # build_menu's order: what to do and the notes right under the status, then the quota.
@@ -258,23 +266,23 @@ class TrayApp:
         def entry(key: str) -> MenuEntry | None:
             return next((e for e in self.entries() if e.key == key), None)
 
-        def item(key: str):
-            def label(_item) -> str:
+        def item(key: str) -> Any:
+            def label(_item: object) -> str:
                 found = entry(key)
                 return found.label if found else ""
 
-            def enabled(_item) -> bool:
+            def enabled(_item: object) -> bool:
                 found = entry(key)
                 if key in NOTE_KEYS:  # a login's lines copy the code or reopen the page; others are text
                     return bool(found and self._login_url and found.label in self._login_lines)
                 return bool(found and found.enabled)
 
-            def visible(_item) -> bool:
+            def visible(_item: object) -> bool:
                 return entry(key) is not None
 
             checked = None
             if key == "autostart":
-                def checked(_item) -> bool:
+                def checked(_item: object) -> bool:
                     found = entry(key)
                     return bool(found and found.checked)
 
@@ -292,50 +300,52 @@ class TrayApp:
 
     # ----------------------------------------------------------------- status
     def on_status(self, status: Status) -> None:
-        """Engine listener: notify per policy, and redraw when the picture changes."""
+        """Engine listener (engine thread): notify per policy, and hand the redraw to the UI
+        thread; a burst of snapshots costs one redraw of the newest."""
         with self._lock:
             self._status = status
+            pending, self._redraw_pending = self._redraw_pending, True
         self.policy.on_status(status)
-        self._redraw()
+        if not pending:
+            self.ui.call_soon(self._redraw)
 
     def _redraw(self, force: bool = False) -> None:
-        """Draw the latest Status as of now when what a person sees has changed, then schedule
-        the next redraw for the moment the picture changes by time alone (the tooltip's number,
-        a health threshold). One drawer at a time, always the newest Status: a login thread and
-        the engine redrawing together can never leave an older picture on top."""
-        with self._draw_lock:
+        """UI thread only. Draw the latest Status as of now when what a person sees has changed,
+        then schedule the next redraw for the moment the picture changes by time alone (the
+        tooltip's number, a health threshold)."""
+        with self._lock:
+            self._redraw_pending = False
             status = as_of(self._status, time.time())
-            title = self._title(status)
-            key = (icon_state(status), status.login_in_progress, title, self.notes(),
-                   round(status.fraction_left * (status.lifetime or 900) / 60),
-                   tuple(usage_entries(status)))
-            if force or key != self._drawn:
-                self._drawn = key
-                self.icon.icon = self._picture(status)
-                self.icon.title = title
-                try:
-                    self.icon.update_menu()
-                except Exception:  # some backends cannot update a menu that is not shown yet
-                    log.debug("update_menu failed", exc_info=True)
-                self._watch_menu_open_soon()
-            self._schedule_redraw(status)
+        if self._stopping:
+            return
+        title = self._title(status)
+        key = (icon_state(status), status.login_in_progress, title, self.notes(),
+               round(status.fraction_left * (status.lifetime or 900) / 60),
+               tuple(usage_entries(status)))
+        if force or key != self._drawn:
+            self._drawn = key
+            self.icon.icon = self._picture(status)
+            self.icon.title = title
+            try:
+                self.icon.update_menu()
+            except Exception:  # some backends cannot update a menu that is not shown yet
+                log.debug("update_menu failed", exc_info=True)
+            self._watch_menu_open_soon()
+        self._schedule_redraw(status)
 
     def _schedule_redraw(self, status: Status) -> None:
+        """UI thread only: one timed redraw pending at a time, run on the UI thread."""
+        if self._cancel_redraw is not None:
+            self._cancel_redraw()
+            self._cancel_redraw = None
         when = next_picture_change(status)
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if when is None or self._stopping:
-                return
-            timer = threading.Timer(max(0.0, when - time.time()), self._redraw)
-            timer.daemon = True
-            timer.name = "redraw"
-            self._timer = timer
-        timer.start()
+        if when is None or self._stopping:
+            return
+        self._cancel_redraw = self.ui.call_later(when - time.time(), self._redraw)
 
     def _refresh_menu(self) -> None:
-        self._redraw(force=True)
+        """From any thread: redraw on the UI thread even if the key is unchanged."""
+        self.ui.call_soon(lambda: self._redraw(force=True))
 
     # ----------------------------------------------------------------- usage
     def update_usage(self) -> None:
@@ -354,20 +364,14 @@ class TrayApp:
         """pystray has no menu-open hook. Its GTK backends build a Gtk.Menu (on the GLib loop, after
         update_menu) that emits "show" when it pops up: connect to each new one there. Other
         backends (xorg, macOS, Windows) get no such signal; the periodic fetch covers them."""
-        if self.backend not in ("gtk", "appindicator"):
-            return
-        try:
-            from gi.repository import GLib
-        except ImportError:
-            return
-        GLib.idle_add(self._watch_menu_open)
+        if self.backend in ("gtk", "appindicator"):
+            self.ui.call_soon(self._watch_menu_open)  # after pystray's own idle call that builds it
 
-    def _watch_menu_open(self) -> bool:
+    def _watch_menu_open(self) -> None:
         handle = getattr(self.icon, "_menu_handle", None)
         if handle is not None and handle is not self._watched_menu and hasattr(handle, "connect"):
             self._watched_menu = handle
             handle.connect("show", lambda *_: self.on_menu_open())
-        return False
 
     # ----------------------------------------------------------------- actions
     def handle_action(self, key: str) -> None:
@@ -391,18 +395,21 @@ class TrayApp:
         self.renewer.request_renew()
 
     def restart_gateway(self) -> None:
-        self._busy_line = "Restarting the OpenClaw gateway..."
-        self._refresh_menu()
+        self._show_busy("Restarting the OpenClaw gateway...")
 
         def work() -> None:
             ok, message = self.renewer.target.restart_gateway()
-            self._busy_line = ""
-            self._refresh_menu()
+            self.ui.call_soon(lambda: self._show_busy(""))
             (log.info if ok else log.warning)("%s", message)
             self.notifier.send("OpenClaw gateway", short_path(first_sentence(message)) + ".",
                                [OPEN_LOG] if not ok and self.notifier.shows_actions else [])
 
         threading.Thread(target=work, name="restart-gateway", daemon=True).start()
+
+    def _show_busy(self, line: str) -> None:
+        """UI thread only: work under way, in the menu and the tooltip."""
+        self._busy_line = line
+        self._redraw(force=True)
 
     def _open_file(self, path: Path) -> None:
         if sys.platform.startswith("win"):
@@ -481,11 +488,10 @@ class TrayApp:
 
         def on_code(progress: LoginProgress) -> None:
             auth = progress.authorization
-            self._login_url = auth.verification_uri_complete
-            self._login_code = auth.user_code
-            self._login_lines = (f"Login code {auth.user_code} (click to copy)",
-                                 f"at {auth.verification_uri} (click to open again)")
-            self._refresh_menu()
+            self.ui.call_soon(lambda: self._show_login(
+                auth.verification_uri_complete, auth.user_code,
+                (f"Login code {auth.user_code} (click to copy)",
+                 f"at {auth.verification_uri} (click to open again)")))
             problem = open_url(auth.verification_uri_complete)
             if problem:
                 log.warning("%s Open %s and confirm the code %s.", problem, auth.verification_uri,
@@ -512,26 +518,48 @@ class TrayApp:
                                [OPEN_LOG] if self.notifier.shows_actions else [])
             log.warning("Login failed: %s", exc)
         finally:
-            self._login_lines, self._login_url, self._login_code = (), "", ""
             with self._lock:
                 self._cancel_login = None
             renewer.login_in_progress = False
             renewer.wake()
-            self._refresh_menu()
+            self.ui.call_soon(lambda: self._show_login("", "", ()))
+
+    def _show_login(self, url: str, code: str, lines: tuple[str, ...]) -> None:
+        """UI thread only: the login's lines in the menu (empty when it ends)."""
+        self._login_url, self._login_code, self._login_lines = url, code, lines
+        self._redraw(force=True)
 
     def quit(self) -> None:
-        with self._lock:
-            self._stopping = True
-            if self._timer is not None:
-                self._timer.cancel()
+        """From the menu or a signal: stop the engine, then the icon on the UI thread."""
+        self._stopping = True
         self.cancel_login()
         self.renewer.stop(timeout=5)
+        self.ui.call_soon(self._stop_icon)
+
+    def _stop_icon(self) -> None:
+        if self._cancel_redraw is not None:
+            self._cancel_redraw()
+            self._cancel_redraw = None
         self.icon.stop()
 
     # ----------------------------------------------------------------- run
+    def icon_docked(self) -> bool:
+        """UI thread only: does a tray show the icon, as far as the backend can tell?"""
+        status_icon = getattr(self.icon, "_status_icon", None)  # gtk: a Gtk.StatusIcon
+        if status_icon is not None:
+            return bool(status_icon.is_embedded())
+        if self.backend == "xorg":
+            return getattr(self.icon, "_systray_manager", None) is not None
+        return False  # appindicator, macOS, Windows: the desktop is asked instead
+
+    def _show(self) -> None:
+        """UI thread: the icon appears with the newest Status."""
+        self.icon.visible = True
+        self._redraw(force=True)
+
     def run(self, after_start: Callable[[], None] = lambda: None) -> None:
-        def setup(icon) -> None:
-            icon.visible = True
+        def setup(_icon: object) -> None:  # pystray's setup thread: hands the icon to the UI thread
+            self.ui.call_soon(self._show)
             self.renewer.watch_usage()
             self.renewer.start()
             self._watch_menu_open_soon()

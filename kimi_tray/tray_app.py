@@ -125,9 +125,11 @@ def _exit_now() -> None:
 
 def watch_for_tray_host(app: RunningTray, delay: float = TRAY_HOST_GRACE) -> None:
     """A few seconds after start (a panel may start after us at login): is any tray showing
-    icons? If not, say so once with the fix; renewal goes on either way."""
+    icons? If not, say so once with the fix; renewal goes on either way. The icon itself answers
+    first (on the UI thread): a docked icon needs no look at the desktop, which would load an X
+    client and a D-Bus client into the tray for good."""
 
-    def check() -> None:
+    def look_around() -> None:
         from kimi_tray.tray_host import fix_for_this_desktop, tray_host_present
 
         if tray_host_present():
@@ -139,7 +141,8 @@ def watch_for_tray_host(app: RunningTray, delay: float = TRAY_HOST_GRACE) -> Non
                           f"Nothing on this desktop shows tray icons. {fix} "
                           "kimi-tray keeps renewing the Kimi login in the background.")
 
-    timer = threading.Timer(delay, check)
-    timer.daemon = True
-    timer.name = "tray-host-check"
-    timer.start()
+    def check() -> None:
+        if not app.icon_docked():
+            threading.Thread(target=look_around, name="tray-host-check", daemon=True).start()
+
+    app.ui.call_later(delay, check)
