@@ -15,6 +15,7 @@ from kimi_tray.logs import setup_logging
 
 if TYPE_CHECKING:
     from kimi_tray.notify import Notifier
+    from kimi_tray.ui_thread import UiThread
 
 log = logging.getLogger(__name__)
 TRAY_HOST_GRACE = float(os.environ.get("KIMI_TRAY_HOST_GRACE", "5"))
@@ -26,7 +27,10 @@ class RunningTray(Protocol):
 
     @property
     def notifier(self) -> Notifier: ...
+    @property
+    def ui(self) -> UiThread: ...
     def quit(self) -> None: ...
+    def icon_docked(self) -> bool: ...
 
 
 def has_display() -> bool:
