@@ -132,7 +132,8 @@ def test_a_save_refused_after_the_answer_keeps_the_token_in_a_recovery_file(env,
     renew = run_cli(["renew"], env)
     assert renew.returncode == 0, renew.stderr
     assert not recovery.exists() and login_alive(cred, oauth_server)
-    assert oauth_server.successful_refreshes == 2, "the recovered token was used, not the dead one"
+    assert oauth_server.reused == [], "the recovered token was used, not the dead one"
+    assert oauth_server.successful_refreshes == 1, "a token saved from recovery is the renewal"
 
 
 # --------------------------------------------------------------- cadence
@@ -295,14 +296,17 @@ def test_renew_progress_is_quiet_when_all_goes_well(env, home, oauth_server) -> 
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
-def test_a_late_answer_after_rotation_is_named_when_the_retry_is_rejected(env, home, oauth_server,
-                                                                          tmp_path) -> None:
-    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
+def test_a_late_answer_after_rotation_is_kept_not_answered_with_a_resend(env, home, oauth_server,
+                                                                      tmp_path) -> None:
+    """The server rotates but answers after our timeout: the retry waits for that answer instead
+    of sending the dead token again, and saves the token it brings."""
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
     config(env, tmp_path, http_timeout=1)
     oauth_server.fail_next("late:4")
     renew = run_cli(["renew"], env)
-    assert renew.returncode == 3
-    assert "may have accepted it" in renew.stderr and "rotated" in renew.stderr, renew.stderr
+    assert renew.returncode == 0, renew.stderr
+    assert login_alive(cred, oauth_server) and oauth_server.reused == []
+    assert oauth_server.refresh_calls == 1, "the rotated token was sent again"
 
 
 def test_the_kimi_cli_waiting_for_the_lock_does_not_give_up_on_us(env, home, oauth_server,
@@ -377,3 +381,30 @@ def test_a_kill_during_a_refresh_is_named_when_the_token_is_then_rejected(env, h
     renew = run_cli(["renew"], env)
     assert renew.returncode == 3 and "may have accepted it" in renew.stderr, renew.stderr
     assert renew.stderr.count("kimi-tray login") == 1
+
+
+def test_a_trickling_answer_neither_holds_the_lock_nor_loses_the_rotated_token(env, home, oauth_server,
+                                                                              tmp_path) -> None:
+    """The server rotates, then sends its answer a few bytes every half second for 8 s: no single
+    read times out. The Kimi CLI waiting for the flock must still get it within its ~5 s, and the
+    new token, arriving after we stopped waiting under the lock, must still be saved."""
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600, foreign="kept")
+    config(env, tmp_path, renew_give_up_after=30, http_timeout=15)
+    oauth_server.fail_next("trickle:8")
+    proc = start_renew(env)
+    try:
+        assert wait_for(lambda: oauth_server.successful_refreshes == 1, timeout=20)
+        waiter = subprocess.run([sys.executable, str(SUPPORT / "kimi_cli_waiter.py"),
+                                 str(cred.with_name("kimi-code.lock")), "5", "1"],
+                                capture_output=True, text=True, timeout=30)
+        assert waiter.stdout.strip() == "got", "kimi-tray held the Kimi lock while the answer trickled"
+        out, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert login_alive(cred, oauth_server), "the rotated token that arrived late was dropped"
+    assert strict_json(cred)["foreign"] == "kept" and oauth_server.successful_refreshes == 1
+    for text in (out, err):
+        assert all(token not in text for token in oauth_server.issued)
