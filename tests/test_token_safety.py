@@ -408,3 +408,40 @@ def test_a_trickling_answer_neither_holds_the_lock_nor_loses_the_rotated_token(e
     assert strict_json(cred)["foreign"] == "kept" and oauth_server.successful_refreshes == 1
     for text in (out, err):
         assert all(token not in text for token in oauth_server.issued)
+
+
+HOLD_FLOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_rejection_outside_the_lock_rereads_within_renews_limit(env, home, oauth_server,
+                                                                  tmp_path) -> None:
+    """The answer (a rejection) comes after we left the Kimi lock, and another program has taken
+    the lock meanwhile: the re-read under it must not wait past renew's own limit."""
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
+    oauth_server.revoke_all()
+    config(env, tmp_path, renew_give_up_after=6, http_timeout=4, locked_http_timeout=1,
+           lock_timeout=20)
+    oauth_server.fail_next("slow:2")
+    started = time.monotonic()
+    proc = start_renew(env)
+    holder = None
+    try:
+        assert wait_for(lambda: len(oauth_server.requests) >= 1, timeout=20)
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_FLOCK, str(cred.with_name("kimi-code.lock")),
+                                   "30"], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        _, err = proc.communicate(timeout=40)
+        elapsed = time.monotonic() - started
+    finally:
+        for p in (proc, holder):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert elapsed < 6 + 1.5, f"took {elapsed:.1f} s: the lock wait ran past renew's limit"
