@@ -251,6 +251,7 @@ class Renewer:
         self._pending: Unsaved | None = None
         self._last_refresh_mono: float | None = None
         self._earlier_request: RefreshCall | None = None  # one we stopped waiting for
+        self._recovery_written = False  # the pending token is in the recovery file, not only in memory
         self._sent_earlier = False
         self.recovery_path: Path = settings.state_dir / RECOVERY_FILE
         self.status: Status = Status(Health.ERROR, self.clock.now(), message="starting")
@@ -486,9 +487,11 @@ class Renewer:
         """Keep a token the server issued but the disk refused: in memory and in the recovery
         file (0600, in our state directory, never logged), until the credential file takes it."""
         self._pending = unsaved
+        self._recovery_written = False
         try:
             ensure_private_dir(self.recovery_path.parent, tighten=True)
             atomic_write(self.recovery_path, unsaved.to_json())
+            self._recovery_written = True
         except LocalFileError as exc:
             log.error("Could not write the recovery file either (%s); the new token is kept in "
                       "memory only until the credential file can be written.", exc)
@@ -496,8 +499,7 @@ class Renewer:
 
     def _unsaved_error(self) -> LocalFileError:
         reason = self._pending.reason if self._pending else ""
-        where = (f"kept in {self.recovery_path}" if self.recovery_path.exists()
-                 else "kept in memory only")
+        where = f"kept in {self.recovery_path}" if self._recovery_written else "kept in memory only"
         return LocalFileError(
             f"The new token is not saved yet: {reason} It is {where} and is put in place as soon "
             "as the credential file can be written (the next `kimi-tray renew` or the running tray)."
@@ -509,6 +511,7 @@ class Renewer:
         try:
             data, _ = read_json_object(self.recovery_path)
             self._pending = Unsaved.from_json(data)
+            self._recovery_written = True
             logs.register_secret(self._pending.access_token, self._pending.refresh_token)
         except (LocalFileError, KeyError, TypeError, ValueError):
             log.error("The recovery file %s cannot be read; it is left in place.", self.recovery_path)
@@ -540,8 +543,13 @@ class Renewer:
                 log.warning("The recovery file holds an older token than %s (a newer login or "
                             "renewal is there); it is dropped.", self.source.path)
             self._pending = None
-            with contextlib.suppress(FileNotFoundError):
+            self._recovery_written = False
+            try:
                 self.recovery_path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a directory in its place, say: the token is saved all the same
+                log.warning("Could not remove %s: %s.", self.recovery_path, exc.strerror or exc)
         return self._read_credentials(), saved
 
     # ----------------------------------------------------------------- OpenClaw

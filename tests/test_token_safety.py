@@ -445,3 +445,23 @@ def test_a_rejection_outside_the_lock_rereads_within_renews_limit(env, home, oau
                 p.communicate()
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert elapsed < 6 + 1.5, f"took {elapsed:.1f} s: the lock wait ran past renew's limit"
+
+
+def test_a_recovery_path_that_is_a_directory_never_claims_to_hold_the_token(settings, home,
+                                                                            oauth_server) -> None:
+    """The recovery file cannot be written (a directory is in its place) while the credential
+    file refuses the new token: the error must say the token is in memory only, and saving it
+    later must not stumble over that directory."""
+    clock = FakeClock(start=time.time())
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    engine.recovery_path.mkdir(parents=True)
+    stack = contextlib.ExitStack()
+    oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
+    with stack:
+        with pytest.raises(Exception) as raised:
+            engine.refresh_once(force=True)
+        oauth_server.on_rotate = None
+        assert "kept in memory only" in str(raised.value), str(raised.value)
+    creds, renewed = engine.refresh_once(force=False)
+    assert renewed and login_alive(cred, oauth_server) and oauth_server.successful_refreshes == 1
