@@ -25,7 +25,13 @@ import httpx
 from kimi_tray import logs
 from kimi_tray.clock import Clock, SystemClock
 from kimi_tray.config import Settings
-from kimi_tray.credentials import Credentials, CredentialSource, choose_source, device_id
+from kimi_tray.credentials import (
+    Credentials,
+    CredentialSource,
+    choose_source,
+    device_id,
+    fix_permissions,
+)
 from kimi_tray.errors import (
     KimiTrayError,
     LocalFileError,
@@ -508,6 +514,7 @@ class Renewer:
     def _load_unsaved(self) -> None:
         if not self.recovery_path.exists():
             return
+        fix_permissions(self.recovery_path)  # it holds live tokens
         try:
             data, _ = read_json_object(self.recovery_path)
             self._pending = Unsaved.from_json(data)

@@ -465,3 +465,20 @@ def test_a_recovery_path_that_is_a_directory_never_claims_to_hold_the_token(sett
         assert "kept in memory only" in str(raised.value), str(raised.value)
     creds, renewed = engine.refresh_once(force=False)
     assert renewed and login_alive(cred, oauth_server) and oauth_server.successful_refreshes == 1
+
+
+def test_a_recovery_file_readable_by_others_is_made_private(env, home, oauth_server) -> None:
+    old = oauth_server.issue()
+    write_credentials(kimi_file(home), old, time.time() + 600)
+    new = oauth_server.issue()
+    recovery = home / ".local/state/kimi-tray/unsaved-token.json"
+    recovery.parent.mkdir(parents=True, mode=0o700)
+    from kimi_tray.state import fingerprint
+
+    recovery.write_text(json.dumps({**new, "expires_at": time.time() + 900, "expires_in": 900.0,
+                                    "replaces": fingerprint(old["refresh_token"]), "reason": "disk full"}))
+    recovery.chmod(0o644)
+    status = run_cli(["status"], env)
+    assert no_traceback(status) and "new token not saved yet" in status.stdout
+    assert stat.S_IMODE(recovery.stat().st_mode) == 0o600, "a token file readable by other users"
+    assert "changed it to 600" in status.stderr, status.stderr
