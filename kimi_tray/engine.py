@@ -103,6 +103,15 @@ def max_more_attempts(failures: int, time_left: float) -> int:
         more += 1
 
 
+def file_takes(current: Credentials | None, replaced_fp: str, new_refresh: str) -> bool:
+    """May a token the server issued for `replaced_fp` replace what the file holds now? Yes
+    while the file holds the token it replaced, this token, or no live token (missing, unreadable,
+    a tombstone written after a rejection); not over another login or renewal made meanwhile."""
+    return (current is None or not current.can_refresh
+            or fingerprint(current.refresh_token) == replaced_fp
+            or current.refresh_token == new_refresh)
+
+
 @dataclass(frozen=True)
 class Unsaved:
     """A token the server issued that the credential file has not taken yet."""
@@ -324,12 +333,12 @@ class Renewer:
                 log.info("Another program rotated the refresh token meanwhile; using its token.")
                 return again, False
             prepared.base = None  # read before the answer came: read it again under the lock
-            return self._save_under_lock(token, creds.refresh_token, prepared, deadline), True
+            return self._save_under_lock(token, creds.refresh_token, prepared, deadline)
 
     def _save_under_lock(self, token: TokenResponse, replaced: str, prepared: PreparedWrite,
-                         deadline: float | None) -> Credentials:
+                         deadline: float | None) -> tuple[Credentials, bool]:
         """Take the Kimi lock again for a token that came outside it; a lock we cannot get must
-        not cost the token either."""
+        not cost the token either, and a login made meanwhile is not replaced by it."""
         try:
             lock = self._kimi_lock(deadline)
             lock.__enter__()
@@ -338,9 +347,20 @@ class Renewer:
                            "be written under it.")
             raise self._unsaved_error() from None
         try:
-            return self._save_new(token, replaced, prepared)
+            current = self._load_or_none()
+            if not file_takes(current, fingerprint(replaced), token.refresh_token):
+                log.warning("Another program wrote a new login to %s while we waited for the "
+                            "server; it is kept.", self.source.path)
+                return self._read_credentials(), False
+            return self._save_new(token, replaced, prepared), True
         finally:
             lock.__exit__(None, None, None)
+
+    def _load_or_none(self) -> Credentials | None:
+        try:
+            return self.source.load()
+        except LocalFileError:
+            return None
 
     def _wait_for_earlier_request(self, deadline: float | None) -> None:
         """A request we stopped waiting for may still bring a rotated token: never send the same
@@ -529,12 +549,7 @@ class Renewer:
         saved = False
         pending = self._pending
         if pending is not None:
-            try:
-                current: Credentials | None = self.source.load()
-            except LocalFileError:
-                current = None
-            if (current is None or fingerprint(current.refresh_token) == pending.replaces
-                    or current.refresh_token == pending.refresh_token):
+            if file_takes(self._load_or_none(), pending.replaces, pending.refresh_token):
                 try:
                     with self.source.prepare_save() as prepared:
                         self.source.save(pending.access_token, pending.refresh_token, pending.expires_at,

@@ -482,3 +482,48 @@ def test_a_recovery_file_readable_by_others_is_made_private(env, home, oauth_ser
     assert no_traceback(status) and "new token not saved yet" in status.stdout
     assert stat.S_IMODE(recovery.stat().st_mode) == 0o600, "a token file readable by other users"
     assert "changed it to 600" in status.stderr, status.stderr
+
+
+def test_a_tombstone_written_meanwhile_does_not_make_us_drop_the_kept_token(settings, home,
+                                                                            oauth_server) -> None:
+    """Our new token waits in recovery (the file was immutable); the TypeScript Kimi CLI, whose
+    refresh with the old token was rejected, writes its tombstone. Our token is the only live
+    one: it must be put in place, not dropped as "older"."""
+    clock = FakeClock(start=time.time())
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    stack = contextlib.ExitStack()
+    oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
+    with stack, pytest.raises(Exception, match="not saved yet"):
+        engine.refresh_once(force=True)
+    oauth_server.on_rotate = None
+    cred.write_text(json.dumps({"access_token": "", "refresh_token": "", "expires_at": 0,
+                                "scope": "", "token_type": "Bearer", "expires_in": 0}, indent=2))
+    creds, renewed = engine.refresh_once(force=False)
+    assert renewed and login_alive(cred, oauth_server), "the only live token was dropped"
+
+
+def test_a_login_made_while_we_wait_outside_the_lock_is_not_overwritten(env, home, oauth_server,
+                                                                       tmp_path) -> None:
+    """We left the Kimi lock to wait for a slow answer; meanwhile the user logs in again with the
+    Kimi CLI (under the lock). Our answer, from the old login, must not replace the new login."""
+    import threading
+
+    from kimi_tray.fileio import FileLock
+
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
+    config(env, tmp_path, locked_http_timeout=1, http_timeout=10, renew_give_up_after=20)
+    fresh = oauth_server.issue()
+    written = threading.Event()
+
+    def log_in_again() -> None:
+        with FileLock(cred.with_name("kimi-code.lock"), timeout=10):
+            write_credentials(cred, fresh, time.time() + 900)
+        written.set()
+
+    oauth_server.on_rotate = lambda: threading.Thread(target=log_in_again, daemon=True).start()
+    oauth_server.fail_next("late:3")
+    renew = run_cli(["renew"], env)
+    assert written.is_set() and "Traceback" not in renew.stderr
+    kept = read_json(cred)["refresh_token"] == fresh["refresh_token"]
+    assert kept, "the new login was overwritten"
