@@ -267,6 +267,7 @@ class Renewer:
         self._last_refresh_mono: float | None = None
         self._earlier_request: RefreshCall | None = None  # one we stopped waiting for
         self._recovery_written = False  # the pending token is in the recovery file, not only in memory
+        self._due_mono: tuple[tuple[str, float], float] | None = None  # (token, expiry) -> due
         self._sent_earlier = False
         self.recovery_path: Path = settings.state_dir / RECOVERY_FILE
         self.status: Status = Status(Health.ERROR, self.clock.now(), message="starting")
@@ -805,7 +806,11 @@ class Renewer:
                 self._attempt_refresh(force=False)
         elif self._creds is not None and not self._load_error and not self.login_in_progress:
             if requested or self._refresh_due(now):
-                self._attempt_refresh(force=requested)
+                # Due by the monotonic clock only (the wall clock was set back): the re-check
+                # under the lock goes by the wall clock, so it must not stop this refresh.
+                creds = self._creds
+                self._attempt_refresh(force=requested or now < refresh_due_at(creds.expires_at,
+                                                                               creds.expires_in))
             self._sync_openclaw_if_needed()
         self._usage_step(self.clock.now())
         return self._next_delay(self._publish())
@@ -815,10 +820,21 @@ class Renewer:
         return (
             creds is not None
             and not self._login_needed_reason()
-            and now >= refresh_due_at(creds.expires_at, creds.expires_in)
+            and now >= self._due_at(creds, now)
             and now >= self._next_attempt
             and now >= self._gap_ends(now)
         )
+
+    def _due_at(self, creds: Credentials, now: float) -> float:
+        """When to refresh (wall clock): by the expiry, or earlier when the monotonic clock says
+        that much time has really passed since the token was first seen, so a wall clock set
+        back never delays a refresh (a suspend, which stops the monotonic clock, still shows on
+        the wall clock)."""
+        wall_due = refresh_due_at(creds.expires_at, creds.expires_in)
+        key = (fingerprint(creds.refresh_token), creds.expires_at)
+        if self._due_mono is None or self._due_mono[0] != key:
+            self._due_mono = (key, self.clock.monotonic() + wall_due - now)
+        return min(wall_due, now + self._due_mono[1] - self.clock.monotonic())
 
     def _gap_ends(self, now: float) -> float:
         """When the minimum gap after our last refresh ends (wall clock; a monotonic copy guards
@@ -891,8 +907,7 @@ class Renewer:
         delay = self._poll_interval or self.settings.poll_interval
         creds = self._creds
         if creds is not None and status.health not in (Health.NEEDS_LOGIN, Health.ERROR):
-            due = max(refresh_due_at(creds.expires_at, creds.expires_in), self._next_attempt,
-                      self._gap_ends(now))
+            due = max(self._due_at(creds, now), self._next_attempt, self._gap_ends(now))
             delay = min(delay, max(0.0, due - now))
         if self._pending is not None:
             delay = min(delay, max(0.0, self._next_attempt - now))

@@ -527,3 +527,22 @@ def test_a_login_made_while_we_wait_outside_the_lock_is_not_overwritten(env, hom
     assert written.is_set() and "Traceback" not in renew.stderr
     kept = read_json(cred)["refresh_token"] == fresh["refresh_token"]
     assert kept, "the new login was overwritten"
+
+
+def test_a_clock_set_back_does_not_delay_the_refresh(settings, home, oauth_server) -> None:
+    """The wall clock goes back an hour (a bad NTP step, a user fixing the time): the token still
+    lasts its real 900 s, so it must be refreshed by the time half of that has really passed."""
+    clock = FakeClock(start=time.time())
+    write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 900, expires_in=900)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    clock.advance(engine.step())
+    assert oauth_server.successful_refreshes == 0
+    clock.jump_wall(-3600)
+    started = clock.monotonic()
+    while clock.monotonic() - started < 900 and oauth_server.successful_refreshes == 0:
+        clock.advance(engine.step())
+    assert oauth_server.successful_refreshes == 1, "no refresh in the token's real lifetime"
+    assert clock.monotonic() - started <= 450 + 30, "refreshed later than half its real lifetime"
+    for _ in range(20):  # then the usual rhythm: no storm while the wall clock lags
+        clock.advance(engine.step())
+    assert oauth_server.successful_refreshes <= 3
