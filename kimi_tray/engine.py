@@ -370,7 +370,9 @@ class Renewer:
         if call is None:
             return
         if call.running and not call.expired:
-            wait = min(call.give_up_at - time.monotonic(), self._time_left(deadline))
+            # `renew` waits for it within its limit; the loop does not (the answer wakes it)
+            wait = 0.0 if deadline is None else min(call.give_up_at - time.monotonic(),
+                                                    self._time_left(deadline))
             if not call.wait(wait) and not call.expired:
                 raise TransientError("An earlier refresh is still waiting for the Kimi OAuth "
                                      "server's answer.", slow=True)

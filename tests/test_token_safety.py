@@ -546,3 +546,23 @@ def test_a_clock_set_back_does_not_delay_the_refresh(settings, home, oauth_serve
     for _ in range(20):  # then the usual rhythm: no storm while the wall clock lags
         clock.advance(engine.step())
     assert oauth_server.successful_refreshes <= 3
+
+
+def test_the_loop_never_blocks_on_an_answer_it_stopped_waiting_for(settings, home, oauth_server) -> None:
+    """The tray's and daemon's loop gives up on a slow answer, goes on (its thread stays free for
+    status and quit), and saves the rotated token as soon as the late answer wakes it."""
+    clock = FakeClock(start=time.time())
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off", http_timeout=1.0,
+                                             locked_http_timeout=0.5), clock=clock, rng=lambda: 0.5)
+    oauth_server.fail_next("late:3")
+    engine.step()
+    assert engine.status.failures == 1 and oauth_server.successful_refreshes == 1
+    started = time.monotonic()
+    with pytest.raises(Exception, match="still waiting"):
+        engine.refresh_once(force=True)
+    assert time.monotonic() - started < 0.5, "the loop waited for the abandoned request"
+    assert wait_for(lambda: engine.recovery_path.exists(), timeout=10), "the late answer was not kept"
+    engine.step()
+    assert not engine.recovery_path.exists() and login_alive(cred, oauth_server)
+    assert oauth_server.refresh_calls == 1 and engine.status.health.value == "fresh"
