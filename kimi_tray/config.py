@@ -46,8 +46,8 @@ class Settings:
     renew_give_up_after: float = 45.0
     poll_interval: float = 30.0  # daemon: how often to stat the credential file
     tray_poll_interval: float = 60.0  # tray: the same, and the redraw, in one wake a minute
-    http_timeout: float = 15.0  # one refresh request outside the Kimi lock (connect and read)
-    locked_http_timeout: float = 3.0  # read timeout under the Kimi lock (connect: at most 2 s)
+    http_timeout: float = 15.0  # one refresh request in all (connect, send, the whole answer)
+    locked_http_timeout: float = 3.0  # how much of it is waited for under the Kimi lock
     config_file: Path | None = None
     usage_enabled: bool = True  # fetch and show the Kimi quota
     usage_base_url: str = DEFAULT_USAGE_BASE_URL  # GET {usage_base_url}/usages

@@ -25,7 +25,13 @@ import httpx
 from kimi_tray import logs
 from kimi_tray.clock import Clock, SystemClock
 from kimi_tray.config import Settings
-from kimi_tray.credentials import Credentials, CredentialSource, choose_source, device_id
+from kimi_tray.credentials import (
+    Credentials,
+    CredentialSource,
+    choose_source,
+    device_id,
+    fix_permissions,
+)
 from kimi_tray.errors import (
     KimiTrayError,
     LocalFileError,
@@ -56,6 +62,7 @@ OPENCLAW_SYNC_WAIT = 180.0  # an offline OpenClaw without its Kimi plugin takes 
 USAGE_WAIT = 1.0  # real seconds a step waits for a usage reply before it goes on without it
 STATUS_USAGE_WAIT = 3.0  # ... and `kimi-tray status` (`kimi-tray usage` waits the HTTP timeout)
 LOCKED_CONNECT_TIMEOUT = 2.0
+LATE_ANSWER_WAIT = 60.0  # no new request with a token while an earlier one may still answer
 MIN_ATTEMPT_TIME = 1.0
 MIN_LOOP_DELAY = 0.5
 RECOVERY_FILE = "unsaved-token.json"
@@ -113,6 +120,15 @@ def max_more_attempts(failures: int, time_left: float) -> int:
         more += 1
 
 
+def file_takes(current: Credentials | None, replaced_fp: str, new_refresh: str) -> bool:
+    """May a token the server issued for `replaced_fp` replace what the file holds now? Yes
+    while the file holds the token it replaced, this token, or no live token (missing, unreadable,
+    a tombstone written after a rejection); not over another login or renewal made meanwhile."""
+    return (current is None or not current.can_refresh
+            or fingerprint(current.refresh_token) == replaced_fp
+            or current.refresh_token == new_refresh)
+
+
 @dataclass(frozen=True)
 class Unsaved:
     """A token the server issued that the credential file has not taken yet."""
@@ -139,6 +155,69 @@ class Unsaved:
             raise TypeError("bad recovery file")
         return cls(**{**kept, "expires_at": float(kept["expires_at"]),
                       "expires_in": float(kept["expires_in"])})
+
+
+class RefreshCall:
+    """One refresh request on its own thread, so the caller can stop waiting at a deadline for
+    the whole request (httpx's timeouts are per read: a server sending a byte now and then would
+    hold the Kimi lock for ever) without dropping the answer: a rotated token that arrives after
+    `abandon()` goes to `on_late`."""
+
+    def __init__(self, oauth: OAuthClient, refresh_token: str, timeout: httpx.Timeout,
+                 on_late: Callable[[TokenResponse], None], give_up_after: float) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._outcome: TokenResponse | KimiTrayError | None = None
+        self._abandoned = False
+        self._on_late = on_late
+        self.give_up_at = time.monotonic() + give_up_after  # then a new request may be sent
+        threading.Thread(target=self._run, args=(oauth, refresh_token, timeout), name="kimi-refresh",
+                         daemon=True).start()
+
+    def _run(self, oauth: OAuthClient, refresh_token: str, timeout: httpx.Timeout) -> None:
+        outcome: TokenResponse | KimiTrayError
+        try:
+            outcome = oauth.refresh(refresh_token, timeout)
+        except KimiTrayError as exc:
+            outcome = exc
+        except Exception as exc:  # a thread must not die silently; the log says what happened
+            log.exception("Unexpected error during a refresh request")
+            outcome = TransientError(f"Unexpected error during the refresh ({type(exc).__name__}).",
+                                     maybe_sent=True)
+        with self._lock:
+            self._outcome = outcome
+            self._done.set()
+            late = self._abandoned
+        if late and isinstance(outcome, TokenResponse):
+            try:
+                self._on_late(outcome)
+            except Exception:
+                log.exception("Could not keep a late refresh answer")
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.give_up_at
+
+    def wait(self, seconds: float) -> bool:
+        """Real seconds (the server is real even when the engine's clock is not)."""
+        return self._done.wait(max(0.0, seconds))
+
+    def abandon(self) -> bool:
+        """Stop waiting; False when the answer came meanwhile (then take it with result())."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._abandoned = True
+            return True
+
+    def result(self) -> TokenResponse:
+        if isinstance(self._outcome, TokenResponse):
+            return self._outcome
+        raise self._outcome or TransientError("The refresh request ended without an answer.")
 
 
 @dataclass
@@ -203,6 +282,10 @@ class Renewer:
         self.login_in_progress = False
         self._pending: Unsaved | None = None
         self._last_refresh_mono: float | None = None
+        self._earlier_request: RefreshCall | None = None  # one we stopped waiting for
+        self._recovery_written = False  # the pending token is in the recovery file, not only in memory
+        self._due_mono: tuple[tuple[str, float], float] | None = None  # (token, expiry) -> due
+        self._sent_earlier = False
         self.recovery_path: Path = settings.state_dir / RECOVERY_FILE
         self.status: Status = Status(Health.ERROR, self.clock.now(), message="starting")
         self._init_usage()
@@ -228,36 +311,96 @@ class Renewer:
         """Under the Kimi lock: save a token kept in recovery, re-read the file, refresh only if
         still needed (after proving the answer can be saved), save atomically.
 
-        The request under the lock has short timeouts, so a Kimi CLI waiting for the lock does
-        not give up on us; a slow server is tried once more outside the lock. Every wait ends by
-        `deadline` (monotonic). Returns the credentials now on disk and whether we refreshed.
+        Under the lock the request is waited for at most `locked_http_timeout` in all (connect,
+        send and the whole reply), so a Kimi CLI waiting for the lock does not give up on us; a
+        slower answer is waited for outside the lock and saved under it again. Every wait ends
+        by `deadline` (monotonic); an answer that comes even later is kept, never dropped.
+        Returns the credentials now on disk and whether we refreshed.
         """
-        with self._kimi_lock(deadline):
-            creds = self._save_pending_or_read()
-            if not force and self.clock.now() < refresh_due_at(creds.expires_at, creds.expires_in):
-                return creds, False
-            with self.source.prepare_save() as prepared, no_gc_pause():
-                try:
-                    token, sent = self._refresh_rereading(creds, self._timeout(deadline, locked=True))
-                except TransientError as exc:
-                    if not exc.slow or self._time_left(deadline) < MIN_ATTEMPT_TIME:
-                        raise
-                    slow_error = exc
-                else:
+        self._wait_for_earlier_request(deadline)
+        with contextlib.ExitStack() as keep, no_gc_pause():
+            with self._kimi_lock(deadline):
+                creds, recovered = self._save_pending_or_read()
+                if (not force or recovered) and self.clock.now() < refresh_due_at(creds.expires_at,
+                                                                                 creds.expires_in):
+                    return creds, recovered  # a token saved from recovery is this renewal
+                prepared = keep.enter_context(self.source.prepare_save())
+                whole = self._request_time(deadline)
+                started = time.monotonic()
+                call = self._send(creds.refresh_token, self._timeout(deadline))
+                if call.wait(min(self.settings.locked_http_timeout, whole)):
+                    token, sent = self._finish_rereading(call, creds, deadline)
                     if token is None:
                         return sent, False
                     if sent is not creds:  # the file changed since the save was prepared
                         prepared.base = None
                     return self._save_new(token, sent.refresh_token, prepared), True
-        log.info("%s Trying again outside the Kimi lock.", slow_error)
-        with self.source.prepare_save() as prepared, no_gc_pause():
-            token, sent = self._refresh_rereading(creds, self._timeout(deadline, locked=False),
-                                                  locked=False)
-            with self._kimi_lock(deadline):
-                if token is None:
-                    return self._read_credentials(), False
-                prepared.base = None  # read outside the lock: read it again under it
-                return self._save_new(token, sent.refresh_token, prepared), True
+            log.info("The Kimi OAuth server is slow; waiting for its answer outside the Kimi lock.")
+            if not call.wait(whole - (time.monotonic() - started)) and call.abandon():
+                self._earlier_request = call
+                raise TransientError(
+                    f"The Kimi OAuth server at {self.oauth.host} did not answer in time.",
+                    slow=True, maybe_sent=True)
+            try:
+                token = self._outcome(call, creds.refresh_token)
+            except LoginNeeded:
+                with self._kimi_lock(deadline):
+                    again = self._read_credentials()
+                if again.refresh_token == creds.refresh_token:
+                    raise
+                log.info("Another program rotated the refresh token meanwhile; using its token.")
+                return again, False
+            prepared.base = None  # read before the answer came: read it again under the lock
+            return self._save_under_lock(token, creds.refresh_token, prepared, deadline)
+
+    def _save_under_lock(self, token: TokenResponse, replaced: str, prepared: PreparedWrite,
+                         deadline: float | None) -> tuple[Credentials, bool]:
+        """Take the Kimi lock again for a token that came outside it; a lock we cannot get must
+        not cost the token either, and a login made meanwhile is not replaced by it."""
+        try:
+            lock = self._kimi_lock(deadline)
+            lock.__enter__()
+        except KimiTrayError as exc:
+            self._keep_new(token, replaced, f"{exc}".rstrip(".") + ", so the new token could not "
+                           "be written under it.")
+            raise self._unsaved_error() from None
+        try:
+            current = self._load_or_none()
+            if not file_takes(current, fingerprint(replaced), token.refresh_token):
+                log.warning("Another program wrote a new login to %s while we waited for the "
+                            "server; it is kept.", self.source.path)
+                return self._read_credentials(), False
+            return self._save_new(token, replaced, prepared), True
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _load_or_none(self) -> Credentials | None:
+        try:
+            return self.source.load()
+        except LocalFileError:
+            return None
+
+    def _wait_for_earlier_request(self, deadline: float | None) -> None:
+        """A request we stopped waiting for may still bring a rotated token: never send the same
+        refresh token again while it may; its answer, when it comes, is kept as unsaved."""
+        call = self._earlier_request
+        if call is None:
+            return
+        if call.running and not call.expired:
+            # `renew` waits for it within its limit; the loop does not (the answer wakes it)
+            wait = 0.0 if deadline is None else min(call.give_up_at - time.monotonic(),
+                                                    self._time_left(deadline))
+            if not call.wait(wait) and not call.expired:
+                raise TransientError("An earlier refresh is still waiting for the Kimi OAuth "
+                                     "server's answer.", slow=True)
+        self._earlier_request = None
+
+    def _late_answer(self, token: TokenResponse, replaced: str) -> None:
+        """On the request's thread: the server answered after we had stopped waiting. The new
+        token exists only here: keep it like a token the disk refused, and save it at once."""
+        self._keep_new(token, replaced, "Its answer came after kimi-tray had stopped waiting.")
+        self._next_attempt = 0.0
+        self._wake.set()
 
     def _kimi_lock(self, deadline: float | None) -> AbstractContextManager[object]:
         wait = self.settings.lock_timeout
@@ -268,38 +411,48 @@ class Renewer:
     def _time_left(self, deadline: float | None) -> float:
         return float("inf") if deadline is None else deadline - self.clock.monotonic()
 
-    def _timeout(self, deadline: float | None, locked: bool) -> httpx.Timeout:
-        """Short under the Kimi lock (the Python Kimi CLI waits only ~5-10 s for it); never past
-        the deadline, so `renew` ends in time with the attempt in flight included."""
-        read = self.settings.locked_http_timeout if locked else self.settings.http_timeout
+    def _request_time(self, deadline: float | None) -> float:
+        """How long one request is waited for in all: the HTTP timeout, never past the deadline."""
         left = self._time_left(deadline)
         if left < MIN_ATTEMPT_TIME:
             raise TransientError("No time was left for another attempt.")
-        read = min(read, left)
-        connect = min(LOCKED_CONNECT_TIMEOUT if locked else read, read)
-        return httpx.Timeout(read, connect=connect)
+        return min(self.settings.http_timeout, left)
 
-    def _refresh_rereading(self, creds: Credentials, timeout: httpx.Timeout,
-                           locked: bool = True) -> tuple[TokenResponse | None, Credentials]:
-        """Refresh; on a rejection, use a token another program rotated meanwhile if there is one.
+    def _late_wait(self) -> float:
+        return max(LATE_ANSWER_WAIT, 4 * self.settings.http_timeout)
+
+    def _timeout(self, deadline: float | None) -> httpx.Timeout:
+        """httpx's own limits (per connect and per read) for a request on its thread. The caller
+        bounds the whole request itself; these only end a thread nobody waits for any more, so
+        they are long: an answer that comes late still carries the rotated token."""
+        connect = min(LOCKED_CONNECT_TIMEOUT, self._request_time(deadline))
+        return httpx.Timeout(self._late_wait(), connect=connect)
+
+    def _finish_rereading(self, call: RefreshCall, creds: Credentials,
+                          deadline: float | None) -> tuple[TokenResponse | None, Credentials]:
+        """Under the lock: the answer; on a rejection, use a token another program rotated
+        meanwhile if there is one.
 
         Returns (new token, the credentials it replaced), or (None, current credentials) when
         another program's fresh token makes our refresh unnecessary.
         """
         try:
-            return self._refresh_or_remember(creds.refresh_token, timeout), creds
+            return self._outcome(call, creds.refresh_token), creds
         except LoginNeeded:
-            if locked:
-                again = self._read_credentials()
-            else:
-                with self._kimi_lock(None):
-                    again = self._read_credentials()
+            again = self._read_credentials()
             if again.refresh_token == creds.refresh_token:
                 raise
             log.info("Another program rotated the refresh token meanwhile; using its token.")
-            if not locked or self.clock.now() < refresh_due_at(again.expires_at, again.expires_in):
+            if self.clock.now() < refresh_due_at(again.expires_at, again.expires_in):
                 return None, again
-            return self._refresh_or_remember(again.refresh_token, timeout), again
+            second = self._send(again.refresh_token, self._timeout(deadline))
+            if not second.wait(min(self.settings.locked_http_timeout, self._request_time(deadline))) \
+                    and second.abandon():
+                self._earlier_request = second
+                raise TransientError(
+                    f"The Kimi OAuth server at {self.oauth.host} did not answer in time.",
+                    slow=True, maybe_sent=True) from None
+            return self._outcome(second, again.refresh_token), again
 
     def _save_new(self, token: TokenResponse, replaced: str, prepared: PreparedWrite) -> Credentials:
         """Put a token the server just issued on disk; if that fails, never drop it."""
@@ -316,6 +469,12 @@ class Renewer:
         self._record_new_token()
         return saved
 
+    def _keep_new(self, token: TokenResponse, replaced: str, reason: str) -> None:
+        logs.register_secret(token.access_token, token.refresh_token)
+        self._keep_unsaved(Unsaved(token.access_token, token.refresh_token,
+                                   self.clock.now() + token.expires_in, token.expires_in, token.scope,
+                                   token.token_type, fingerprint(replaced), reason))
+
     def _record_new_token(self) -> None:
         """A new token (renewed or from a login) replaces any dead one we remembered."""
         self.state.dead_refresh_fp = ""
@@ -325,15 +484,21 @@ class Renewer:
         self._last_refresh_mono = self.clock.monotonic()
         self.store.save(self.state)
 
-    def _refresh_or_remember(self, refresh_token: str, timeout: httpx.Timeout | None = None) -> TokenResponse:
-        """One request. The token is marked in flight first: if we die or time out before the
-        answer is saved, a later rejection can say that this attempt may have been accepted."""
-        sent_fp = fingerprint(refresh_token)
-        earlier = self.state.inflight_refresh_fp == sent_fp
-        self.state.inflight_refresh_fp = sent_fp
+    def _send(self, refresh_token: str, timeout: httpx.Timeout) -> RefreshCall:
+        """Start one request. The token is marked in flight first: if we die or stop waiting
+        before the answer is saved, a later rejection can say this attempt may have been accepted."""
+        self._sent_earlier = self.state.inflight_refresh_fp == fingerprint(refresh_token)
+        self.state.inflight_refresh_fp = fingerprint(refresh_token)
         self.store.save(self.state)
+        return RefreshCall(self.oauth, refresh_token, timeout,
+                           lambda token: self._late_answer(token, refresh_token),
+                           give_up_after=self._late_wait())
+
+    def _outcome(self, call: RefreshCall, refresh_token: str) -> TokenResponse:
+        """The answer of a finished request, remembering a rejected token as dead."""
+        earlier = self._sent_earlier
         try:
-            return self.oauth.refresh(refresh_token, timeout)
+            return call.result()
         except LoginNeeded:
             reason = "The Kimi refresh token was rejected."
             if earlier:
@@ -345,7 +510,7 @@ class Renewer:
             raise LoginNeeded(f"{reason} A new login is needed.") from None
         except TransientError as exc:
             if not exc.maybe_sent:
-                self.state.inflight_refresh_fp = "" if not earlier else sent_fp
+                self.state.inflight_refresh_fp = "" if not earlier else fingerprint(refresh_token)
                 self.store.save(self.state)
             raise
 
@@ -368,9 +533,11 @@ class Renewer:
         """Keep a token the server issued but the disk refused: in memory and in the recovery
         file (0600, in our state directory, never logged), until the credential file takes it."""
         self._pending = unsaved
+        self._recovery_written = False
         try:
             ensure_private_dir(self.recovery_path.parent, tighten=True)
             atomic_write(self.recovery_path, unsaved.to_json())
+            self._recovery_written = True
         except LocalFileError as exc:
             log.error("Could not write the recovery file either (%s); the new token is kept in "
                       "memory only until the credential file can be written.", exc)
@@ -378,8 +545,7 @@ class Renewer:
 
     def _unsaved_error(self) -> LocalFileError:
         reason = self._pending.reason if self._pending else ""
-        where = (f"kept in {self.recovery_path}" if self.recovery_path.exists()
-                 else "kept in memory only")
+        where = f"kept in {self.recovery_path}" if self._recovery_written else "kept in memory only"
         return LocalFileError(
             f"The new token is not saved yet: {reason} It is {where} and is put in place as soon "
             "as the credential file can be written (the next `kimi-tray renew` or the running tray)."
@@ -388,23 +554,22 @@ class Renewer:
     def _load_unsaved(self) -> None:
         if not self.recovery_path.exists():
             return
+        fix_permissions(self.recovery_path)  # it holds live tokens
         try:
             data, _ = read_json_object(self.recovery_path)
             self._pending = Unsaved.from_json(data)
+            self._recovery_written = True
             logs.register_secret(self._pending.access_token, self._pending.refresh_token)
         except (LocalFileError, KeyError, TypeError, ValueError):
             log.error("The recovery file %s cannot be read; it is left in place.", self.recovery_path)
 
-    def _save_pending_or_read(self) -> Credentials:
-        """Under the lock: put a token kept in recovery in place before anything else."""
+    def _save_pending_or_read(self) -> tuple[Credentials, bool]:
+        """Under the lock: put a token kept in recovery in place before anything else; True
+        when it was."""
+        saved = False
         pending = self._pending
         if pending is not None:
-            try:
-                current: Credentials | None = self.source.load()
-            except LocalFileError:
-                current = None
-            if (current is None or fingerprint(current.refresh_token) == pending.replaces
-                    or current.refresh_token == pending.refresh_token):
+            if file_takes(self._load_or_none(), pending.replaces, pending.refresh_token):
                 try:
                     with self.source.prepare_save() as prepared:
                         self.source.save(pending.access_token, pending.refresh_token, pending.expires_at,
@@ -415,13 +580,19 @@ class Renewer:
                     raise self._unsaved_error() from None
                 log.info("Saved the new Kimi token that was kept in the recovery file.")
                 self._record_new_token()
+                saved = True
             else:
                 log.warning("The recovery file holds an older token than %s (a newer login or "
                             "renewal is there); it is dropped.", self.source.path)
             self._pending = None
-            with contextlib.suppress(FileNotFoundError):
+            self._recovery_written = False
+            try:
                 self.recovery_path.unlink()
-        return self._read_credentials()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a directory in its place, say: the token is saved all the same
+                log.warning("Could not remove %s: %s.", self.recovery_path, exc.strerror or exc)
+        return self._read_credentials(), saved
 
     # ----------------------------------------------------------------- OpenClaw
     def sync_openclaw(self, creds: Credentials) -> tuple[OpenClawView, str]:
@@ -679,7 +850,11 @@ class Renewer:
                 self._attempt_refresh(force=False)
         elif self._creds is not None and not self._load_error and not self.login_in_progress:
             if requested or self._refresh_due(now):
-                self._attempt_refresh(force=requested)
+                # Due by the monotonic clock only (the wall clock was set back): the re-check
+                # under the lock goes by the wall clock, so it must not stop this refresh.
+                creds = self._creds
+                self._attempt_refresh(force=requested or now < refresh_due_at(creds.expires_at,
+                                                                               creds.expires_in))
             self._sync_openclaw_if_needed()
         self._usage_step(self.clock.now())
         return self._next_delay(self._publish())
@@ -689,10 +864,21 @@ class Renewer:
         return (
             creds is not None
             and not self._login_needed_reason()
-            and now >= refresh_due_at(creds.expires_at, creds.expires_in)
+            and now >= self._due_at(creds, now)
             and now >= self._next_attempt
             and now >= self._gap_ends(now)
         )
+
+    def _due_at(self, creds: Credentials, now: float) -> float:
+        """When to refresh (wall clock): by the expiry, or earlier when the monotonic clock says
+        that much time has really passed since the token was first seen, so a wall clock set
+        back never delays a refresh (a suspend, which stops the monotonic clock, still shows on
+        the wall clock)."""
+        wall_due = refresh_due_at(creds.expires_at, creds.expires_in)
+        key = (fingerprint(creds.refresh_token), creds.expires_at)
+        if self._due_mono is None or self._due_mono[0] != key:
+            self._due_mono = (key, self.clock.monotonic() + wall_due - now)
+        return min(wall_due, now + self._due_mono[1] - self.clock.monotonic())
 
     def _gap_ends(self, now: float) -> float:
         """When the minimum gap after our last refresh ends (wall clock; a monotonic copy guards
@@ -765,8 +951,7 @@ class Renewer:
         delay = self._poll_interval or self.settings.poll_interval
         creds = self._creds
         if creds is not None and status.health not in (Health.NEEDS_LOGIN, Health.ERROR):
-            due = max(refresh_due_at(creds.expires_at, creds.expires_in), self._next_attempt,
-                      self._gap_ends(now))
+            due = max(self._due_at(creds, now), self._next_attempt, self._gap_ends(now))
             delay = min(delay, max(0.0, due - now))
         if self._pending is not None:
             delay = min(delay, max(0.0, self._next_attempt - now))

@@ -132,7 +132,8 @@ def test_a_save_refused_after_the_answer_keeps_the_token_in_a_recovery_file(env,
     renew = run_cli(["renew"], env)
     assert renew.returncode == 0, renew.stderr
     assert not recovery.exists() and login_alive(cred, oauth_server)
-    assert oauth_server.successful_refreshes == 2, "the recovered token was used, not the dead one"
+    assert oauth_server.reused == [], "the recovered token was used, not the dead one"
+    assert oauth_server.successful_refreshes == 1, "a token saved from recovery is the renewal"
 
 
 # --------------------------------------------------------------- cadence
@@ -295,14 +296,17 @@ def test_renew_progress_is_quiet_when_all_goes_well(env, home, oauth_server) -> 
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
-def test_a_late_answer_after_rotation_is_named_when_the_retry_is_rejected(env, home, oauth_server,
-                                                                          tmp_path) -> None:
-    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
+def test_a_late_answer_after_rotation_is_kept_not_answered_with_a_resend(env, home, oauth_server,
+                                                                      tmp_path) -> None:
+    """The server rotates but answers after our timeout: the retry waits for that answer instead
+    of sending the dead token again, and saves the token it brings."""
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
     config(env, tmp_path, http_timeout=1)
     oauth_server.fail_next("late:4")
     renew = run_cli(["renew"], env)
-    assert renew.returncode == 3
-    assert "may have accepted it" in renew.stderr and "rotated" in renew.stderr, renew.stderr
+    assert renew.returncode == 0, renew.stderr
+    assert login_alive(cred, oauth_server) and oauth_server.reused == []
+    assert oauth_server.refresh_calls == 1, "the rotated token was sent again"
 
 
 def test_the_kimi_cli_waiting_for_the_lock_does_not_give_up_on_us(env, home, oauth_server,
@@ -406,3 +410,188 @@ def test_a_kill_during_a_refresh_is_named_when_the_token_is_then_rejected(env, h
     renew = run_cli(["renew"], env)
     assert renew.returncode == 3 and "may have accepted it" in renew.stderr, renew.stderr
     assert renew.stderr.count("kimi-tray login") == 1
+
+
+def test_a_trickling_answer_neither_holds_the_lock_nor_loses_the_rotated_token(env, home, oauth_server,
+                                                                              tmp_path) -> None:
+    """The server rotates, then sends its answer a few bytes every half second for 8 s: no single
+    read times out. The Kimi CLI waiting for the flock must still get it within its ~5 s, and the
+    new token, arriving after we stopped waiting under the lock, must still be saved."""
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600, foreign="kept")
+    config(env, tmp_path, renew_give_up_after=30, http_timeout=15)
+    oauth_server.fail_next("trickle:8")
+    proc = start_renew(env)
+    try:
+        assert wait_for(lambda: oauth_server.successful_refreshes == 1, timeout=20)
+        waiter = subprocess.run([sys.executable, str(SUPPORT / "kimi_cli_waiter.py"),
+                                 str(cred.with_name("kimi-code.lock")), "5", "1"],
+                                capture_output=True, text=True, timeout=30)
+        assert waiter.stdout.strip() == "got", "kimi-tray held the Kimi lock while the answer trickled"
+        out, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert login_alive(cred, oauth_server), "the rotated token that arrived late was dropped"
+    assert strict_json(cred)["foreign"] == "kept" and oauth_server.successful_refreshes == 1
+    for text in (out, err):
+        assert all(token not in text for token in oauth_server.issued)
+
+
+HOLD_FLOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_rejection_outside_the_lock_rereads_within_renews_limit(env, home, oauth_server,
+                                                                  tmp_path) -> None:
+    """The answer (a rejection) comes after we left the Kimi lock, and another program has taken
+    the lock meanwhile: the re-read under it must not wait past renew's own limit."""
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
+    oauth_server.revoke_all()
+    config(env, tmp_path, renew_give_up_after=6, http_timeout=4, locked_http_timeout=1,
+           lock_timeout=20)
+    oauth_server.fail_next("slow:2")
+    started = time.monotonic()
+    proc = start_renew(env)
+    holder = None
+    try:
+        assert wait_for(lambda: len(oauth_server.requests) >= 1, timeout=20)
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_FLOCK, str(cred.with_name("kimi-code.lock")),
+                                   "30"], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        _, err = proc.communicate(timeout=40)
+        elapsed = time.monotonic() - started
+    finally:
+        for p in (proc, holder):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert elapsed < 6 + 1.5, f"took {elapsed:.1f} s: the lock wait ran past renew's limit"
+
+
+def test_a_recovery_path_that_is_a_directory_never_claims_to_hold_the_token(settings, home,
+                                                                            oauth_server) -> None:
+    """The recovery file cannot be written (a directory is in its place) while the credential
+    file refuses the new token: the error must say the token is in memory only, and saving it
+    later must not stumble over that directory."""
+    clock = FakeClock(start=time.time())
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    engine.recovery_path.mkdir(parents=True)
+    stack = contextlib.ExitStack()
+    oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
+    with stack:
+        with pytest.raises(Exception) as raised:
+            engine.refresh_once(force=True)
+        oauth_server.on_rotate = None
+        assert "kept in memory only" in str(raised.value), str(raised.value)
+    creds, renewed = engine.refresh_once(force=False)
+    assert renewed and login_alive(cred, oauth_server) and oauth_server.successful_refreshes == 1
+
+
+def test_a_recovery_file_readable_by_others_is_made_private(env, home, oauth_server) -> None:
+    old = oauth_server.issue()
+    write_credentials(kimi_file(home), old, time.time() + 600)
+    new = oauth_server.issue()
+    recovery = home / ".local/state/kimi-tray/unsaved-token.json"
+    recovery.parent.mkdir(parents=True, mode=0o700)
+    from kimi_tray.state import fingerprint
+
+    recovery.write_text(json.dumps({**new, "expires_at": time.time() + 900, "expires_in": 900.0,
+                                    "replaces": fingerprint(old["refresh_token"]), "reason": "disk full"}))
+    recovery.chmod(0o644)
+    status = run_cli(["status"], env)
+    assert no_traceback(status) and "new token not saved yet" in status.stdout
+    assert stat.S_IMODE(recovery.stat().st_mode) == 0o600, "a token file readable by other users"
+    assert "changed it to 600" in status.stderr, status.stderr
+
+
+def test_a_tombstone_written_meanwhile_does_not_make_us_drop_the_kept_token(settings, home,
+                                                                            oauth_server) -> None:
+    """Our new token waits in recovery (the file was immutable); the TypeScript Kimi CLI, whose
+    refresh with the old token was rejected, writes its tombstone. Our token is the only live
+    one: it must be put in place, not dropped as "older"."""
+    clock = FakeClock(start=time.time())
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    stack = contextlib.ExitStack()
+    oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
+    with stack, pytest.raises(Exception, match="not saved yet"):
+        engine.refresh_once(force=True)
+    oauth_server.on_rotate = None
+    cred.write_text(json.dumps({"access_token": "", "refresh_token": "", "expires_at": 0,
+                                "scope": "", "token_type": "Bearer", "expires_in": 0}, indent=2))
+    creds, renewed = engine.refresh_once(force=False)
+    assert renewed and login_alive(cred, oauth_server), "the only live token was dropped"
+
+
+def test_a_login_made_while_we_wait_outside_the_lock_is_not_overwritten(env, home, oauth_server,
+                                                                       tmp_path) -> None:
+    """We left the Kimi lock to wait for a slow answer; meanwhile the user logs in again with the
+    Kimi CLI (under the lock). Our answer, from the old login, must not replace the new login."""
+    import threading
+
+    from kimi_tray.fileio import FileLock
+
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
+    config(env, tmp_path, locked_http_timeout=1, http_timeout=10, renew_give_up_after=20)
+    fresh = oauth_server.issue()
+    written = threading.Event()
+
+    def log_in_again() -> None:
+        with FileLock(cred.with_name("kimi-code.lock"), timeout=10):
+            write_credentials(cred, fresh, time.time() + 900)
+        written.set()
+
+    oauth_server.on_rotate = lambda: threading.Thread(target=log_in_again, daemon=True).start()
+    oauth_server.fail_next("late:3")
+    renew = run_cli(["renew"], env)
+    assert written.is_set() and "Traceback" not in renew.stderr
+    kept = read_json(cred)["refresh_token"] == fresh["refresh_token"]
+    assert kept, "the new login was overwritten"
+
+
+def test_a_clock_set_back_does_not_delay_the_refresh(settings, home, oauth_server) -> None:
+    """The wall clock goes back an hour (a bad NTP step, a user fixing the time): the token still
+    lasts its real 900 s, so it must be refreshed by the time half of that has really passed."""
+    clock = FakeClock(start=time.time())
+    write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 900, expires_in=900)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    clock.advance(engine.step())
+    assert oauth_server.successful_refreshes == 0
+    clock.jump_wall(-3600)
+    started = clock.monotonic()
+    while clock.monotonic() - started < 900 and oauth_server.successful_refreshes == 0:
+        clock.advance(engine.step())
+    assert oauth_server.successful_refreshes == 1, "no refresh in the token's real lifetime"
+    assert clock.monotonic() - started <= 450 + 30, "refreshed later than half its real lifetime"
+    for _ in range(20):  # then the usual rhythm: no storm while the wall clock lags
+        clock.advance(engine.step())
+    assert oauth_server.successful_refreshes <= 3
+
+
+def test_the_loop_never_blocks_on_an_answer_it_stopped_waiting_for(settings, home, oauth_server) -> None:
+    """The tray's and daemon's loop gives up on a slow answer, goes on (its thread stays free for
+    status and quit), and saves the rotated token as soon as the late answer wakes it."""
+    clock = FakeClock(start=time.time())
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
+    engine = Renewer(settings.with_overrides(openclaw_mode="off", http_timeout=1.0,
+                                             locked_http_timeout=0.5), clock=clock, rng=lambda: 0.5)
+    oauth_server.fail_next("late:3")
+    engine.step()
+    assert engine.status.failures == 1 and oauth_server.successful_refreshes == 1
+    started = time.monotonic()
+    with pytest.raises(Exception, match="still waiting"):
+        engine.refresh_once(force=True)
+    assert time.monotonic() - started < 0.5, "the loop waited for the abandoned request"
+    assert wait_for(lambda: engine.recovery_path.exists(), timeout=10), "the late answer was not kept"
+    engine.step()
+    assert not engine.recovery_path.exists() and login_alive(cred, oauth_server)
+    assert oauth_server.refresh_calls == 1 and engine.status.health.value == "fresh"

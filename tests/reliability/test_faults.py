@@ -96,10 +96,21 @@ def test_a_dead_token_says_login_needed_and_writes_nothing(env, home, oauth_serv
     FIGURES["fault matrix: server faults"] += 1
 
 
-def test_a_late_answer_after_rotation_is_named(env, home, oauth_server, tmp_path, witness) -> None:
+def test_a_late_answer_after_rotation_is_kept_or_named(env, home, oauth_server, tmp_path,
+                                                      witness) -> None:
+    """Within renew's limit a late answer is waited for and saved (the rotated token is never
+    sent again); after it, the next renew's rejection says an earlier attempt may have gone through."""
     cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
     quick(env, tmp_path, http_timeout=1, renew_give_up_after=10)
     oauth_server.fail_next("late:4")
+    result = run(["renew"], env)
+    witness.output("renew with a late answer", result)
+    assert result.returncode == 0 and clean(result), result.stderr
+    assert read_json(cred)["refresh_token"] in oauth_server.valid_refresh and oauth_server.reused == []
+    quick(env, tmp_path, http_timeout=1, renew_give_up_after=3)
+    oauth_server.fail_next("late:6")
+    result = run(["renew"], env)
+    assert result.returncode == 1 and clean(result), result.stderr
     result = run(["renew"], env)
     witness.output("renew after a late answer", result)
     assert result.returncode == 3 and "may have accepted it" in result.stderr and clean(result)

@@ -99,7 +99,9 @@ class FakeKimiOAuth:
     def fail_next(self, *faults: str) -> None:
         """Queue faults: '500', '502', '429:<retry-after>', '429-bare' (no Retry-After),
         'slow:<seconds>' (before anything), 'late:<seconds>' (rotate, then answer that much later),
-        'expires:<raw JSON number>' (rotate, answer with that expires_in), 'drop', 'reset',
+        'expires:<raw JSON number>' (rotate, answer with that expires_in), 'trickle:<seconds>'
+        (rotate, then send the answer a few bytes at a time over that many seconds, never pausing
+        long enough for a per-read timeout to fire), 'drop', 'reset',
         'malformed', 'missing', '401', '403'."""
         with self._lock:
             self.faults.extend(faults)
@@ -133,8 +135,22 @@ class FakeKimiOAuth:
                 self.wfile.write(data)
 
             late = 0.0
+            trickle = 0.0
             raw_expires: str | None = None
             last_rotation: dict | None = None
+
+            def _reply_trickling(self, body: object) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(data)}\r\n\r\n").encode()
+                whole = head + data
+                pieces = max(2, int(self.trickle / 0.5))
+                size = -(-len(whole) // pieces)
+                for start in range(0, len(whole), size):
+                    self.wfile.write(whole[start:start + size])
+                    self.wfile.flush()
+                    if start + size < len(whole):
+                        time.sleep(self.trickle / pieces)
 
             def handle_one_request(self) -> None:
                 """After a refresh answer, how the client's connection ends tells whether the
@@ -151,7 +167,7 @@ class FakeKimiOAuth:
                     self.last_rotation["client_read"] = True
 
             def do_POST(self) -> None:  # noqa: N802
-                self.late, self.raw_expires = 0.0, None
+                self.late, self.trickle, self.raw_expires = 0.0, 0.0, None
                 length = int(self.headers.get("Content-Length") or 0)
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 with owner._lock:
@@ -174,6 +190,9 @@ class FakeKimiOAuth:
 
             def _apply_fault(self, fault: str) -> bool:
                 kind, _, arg = fault.partition(":")
+                if kind == "trickle":
+                    self.trickle = float(arg or 8)
+                    return False
                 if kind == "slow":
                     time.sleep(float(arg or 2))
                     return False
@@ -239,7 +258,10 @@ class FakeKimiOAuth:
                 if self.late:
                     time.sleep(self.late)
                 try:
-                    self._reply(200, body)
+                    if self.trickle:
+                        self._reply_trickling(body)
+                    else:
+                        self._reply(200, body)
                     self.wfile.flush()
                 except OSError:  # the client is gone (killed): the token is lost on the wire
                     self.close_connection = True
