@@ -229,7 +229,7 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def renewer_line(settings: Settings) -> str:
     """Whether a tray or daemon renews now, and whether one starts at login."""
-    from kimi_tray.autostart import get_backend, get_daemon_backend
+    from kimi_tray.autostart import get_backend, get_daemon_backend, is_on
     from kimi_tray.single_instance import running_instance
 
     holder = running_instance(settings.state_dir)
@@ -238,17 +238,10 @@ def renewer_line(settings: Settings) -> str:
 
     starts = [name for name, backend in (("the tray at login", get_backend()),
                                          ("the daemon unit", get_daemon_backend()))
-              if backend is not None and _enabled(backend)]
+              if backend is not None and is_on(backend)]
     if reboot_command() is not None:
         starts.append(f"the daemon from the {LOCATION}")
     return f"{now}; starts: {', '.join(starts) if starts else 'nothing at login'}"
-
-
-def _enabled(backend: object) -> bool:
-    try:
-        return bool(backend.is_enabled())  # type: ignore[attr-defined]
-    except OSError:
-        return False
 
 
 # ----------------------------------------------------------------------------- usage

@@ -255,7 +255,7 @@ def check_desktop(_: Settings) -> list[Check]:
 
 def check_autostart(_: Settings) -> list[Check]:
     """Run each entry's command line with --version, as the login session would."""
-    from kimi_tray.autostart import check_command, get_backend, get_daemon_backend
+    from kimi_tray.autostart import check_command, get_backend, get_daemon_backend, is_on
 
     checks = []
     entries = [("start on login", get_backend(), "kimi-tray autostart on")]
@@ -263,11 +263,7 @@ def check_autostart(_: Settings) -> list[Check]:
     if daemon is not None:
         entries.append(("daemon unit", daemon, "kimi-tray autostart on --daemon"))
     for name, backend, fix in entries:
-        try:
-            enabled = backend.is_enabled()
-        except OSError:
-            enabled = False
-        if not enabled:
+        if not is_on(backend):
             continue
         command = backend.written_command()
         problem = "the entry cannot be read" if command is None else check_command(command)

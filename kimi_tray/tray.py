@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kimi_tray import ui_thread
-from kimi_tray.autostart import AutostartBackend
+from kimi_tray.autostart import AutostartBackend, is_on
 from kimi_tray.browser import open_url
 from kimi_tray.engine import Renewer
 from kimi_tray.errors import DeviceFlowError, KimiTrayError
@@ -225,10 +225,7 @@ class TrayApp:
                           self.notes())
 
     def _autostart_on(self) -> bool:
-        try:
-            return self.autostart.is_enabled()
-        except OSError:
-            return False
+        return is_on(self.autostart)
 
     def _picture(self, status: Status) -> Image.Image:
         """The health icon; with a config error, a grey badge with '!' in its corner too."""

@@ -40,6 +40,14 @@ class AutostartBackend(Protocol):
         ...
 
 
+def is_on(backend: AutostartBackend) -> bool:
+    """Whether the entry exists; one that cannot be read (a registry or file error) counts as off."""
+    try:
+        return backend.is_enabled()
+    except OSError:
+        return False
+
+
 class FileEntry:
     """An autostart entry that is one file (XDG .desktop, LaunchAgent plist): present means on."""
 
