@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 PYTHON_CLI = "kimi-cli"
 TYPESCRIPT_CLI = "kimi-code"
-WIRE_FIELDS = ("access_token", "refresh_token", "expires_at", "scope", "token_type", "expires_in")
 SAVE_RESERVE = 4096
 MAX_EXPIRY_AHEAD = 366 * 86400.0  # an expiry further away than a year is a mistake
 MILLISECOND_EPOCH = 1e11  # seconds since 1970 reach this in the year 5138; milliseconds did in 1973

@@ -105,10 +105,6 @@ def launch_spec() -> LaunchCommand:
     return LaunchCommand((python, "-m", "kimi_tray"))
 
 
-def launch_command() -> list[str]:
-    return list(launch_spec().argv)
-
-
 def check_command(command: LaunchCommand, timeout: float = VERSION_CHECK_TIMEOUT) -> str:
     """Run the entry's command with `--version`, as the login session would; '' when it works,
     else one sentence saying why not. The environment is cleaned of PYTHONPATH, which a login
