@@ -199,13 +199,14 @@ def _json_or_none(response: httpx.Response) -> Any:
 
 def _raise_for_transient(response: httpx.Response) -> None:
     if response.status_code == 429 or response.status_code >= 500:
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         raise TransientError(
             f"The Kimi OAuth server is busy or failing (HTTP {response.status_code}).", retry_after
         )
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a server asks us to wait (a number or an HTTP date); the usage client reads it too."""
     if not value:
         return None
     try:

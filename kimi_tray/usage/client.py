@@ -9,7 +9,7 @@ import httpx
 
 from kimi_tray.config import API_BASE_WHAT, check_https_url
 from kimi_tray.errors import KimiTrayError, TransientError
-from kimi_tray.oauth import _retry_after
+from kimi_tray.oauth import retry_after_seconds
 from kimi_tray.usage.model import Usage, UsageFormatError, parse_usages
 
 USAGES_PATH = "/usages"
@@ -71,6 +71,6 @@ class UsageClient:
             raise UsageUnauthorized(f"the usage server refused the access token (HTTP {status})")
         if status == 429 or status >= 500:
             raise TransientError(f"the usage server is busy or failing (HTTP {status})",
-                                 _retry_after(response.headers.get("Retry-After")))
+                                 retry_after_seconds(response.headers.get("Retry-After")))
         if status != 200:
             raise TransientError(f"the usage server answered HTTP {status}")
