@@ -68,8 +68,8 @@ fi
 running_pid="" running_mode=""
 if [[ -x $venv/bin/python ]]; then
   read -r running_pid running_mode < <("$venv/bin/python" - <<'PY' 2>/dev/null || true
-from kimi_tray.config import load_settings
-from kimi_tray.single_instance import running_instance
+from kimi_tray.core.config import load_settings
+from kimi_tray.platform.single_instance import running_instance
 holder = running_instance(load_settings().state_dir)
 print(f"{holder.pid} {holder.mode.split()[0]}" if holder and holder.pid else "")
 PY

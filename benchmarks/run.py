@@ -36,9 +36,9 @@ from benchmarks.fakes import (  # noqa: E402
     write_credentials,
     write_fake_openclaw,
 )
-from kimi_tray.config import load_settings  # noqa: E402
-from kimi_tray.engine import Renewer  # noqa: E402
-from kimi_tray.openclaw import LegacyFileTarget, Token, legacy_profiles_path  # noqa: E402
+from kimi_tray.core.config import load_settings  # noqa: E402
+from kimi_tray.engine.renewer import Renewer  # noqa: E402
+from kimi_tray.stores.openclaw import LegacyFileTarget, Token, legacy_profiles_path  # noqa: E402
 
 WEEK = 7 * 86400
 LIFETIME = 900
@@ -232,7 +232,7 @@ def icon_state(desktop: Desktop, shot: Path) -> str:
     """Which health colour dominates the docked icon's pixels in a real screenshot."""
     from PIL import Image
 
-    from kimi_tray.icons import COLOURS
+    from kimi_tray.ui.icons import COLOURS
 
     geometry = desktop.icon_geometry()
     if geometry is None:

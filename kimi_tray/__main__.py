@@ -2,7 +2,7 @@
 
 import sys
 
-from kimi_tray.cli import main
+from kimi_tray.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kimi_tray.health import Health  # noqa: E402
-from kimi_tray.icons import draw_icon, status_for_preview  # noqa: E402
+from kimi_tray.core.health import Health  # noqa: E402
+from kimi_tray.ui.icons import draw_icon, status_for_preview  # noqa: E402
 
 PNG_SIZES = (16, 22, 24, 32, 48, 64, 128, 256, 512)
 ICO_SIZES = (16, 24, 32, 48, 64, 128, 256)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.config import Settings, load_settings
+from kimi_tray.core.config import Settings, load_settings
 from tests.support.desktop import Desktop, missing_tools
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.autostart import LaunchCommand, check_command, launch_spec
-from kimi_tray.autostart.launchd import LaunchAgent
-from kimi_tray.autostart.systemd import SystemdUnit
-from kimi_tray.autostart.windows import RUN_KEY, RunKey, split_command_line, with_checkout_on_path
-from kimi_tray.autostart.xdg import XdgAutostart, desktop_entry_values, parse_exec
-from kimi_tray.health import Health, Status
-from kimi_tray.notify import NotificationPolicy
+from kimi_tray.core.health import Health, Status
+from kimi_tray.platform.autostart import LaunchCommand, check_command, launch_spec
+from kimi_tray.platform.autostart.launchd import LaunchAgent
+from kimi_tray.platform.autostart.systemd import SystemdUnit
+from kimi_tray.platform.autostart.windows import RUN_KEY, RunKey, split_command_line, with_checkout_on_path
+from kimi_tray.platform.autostart.xdg import XdgAutostart, desktop_entry_values, parse_exec
+from kimi_tray.ui.notify import NotificationPolicy
 from tests.conftest import ROOT, require, run_cli
 
 COMMAND = ["/opt/My Apps/python3", "-m", "kimi_tray"]
@@ -186,7 +186,7 @@ def installed_venv(tmp_path: Path) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__"))
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     script = venv / "bin" / "kimi-tray"
-    script.write_text(f"#!{python}\nimport sys\nfrom kimi_tray.cli import main\n"
+    script.write_text(f"#!{python}\nimport sys\nfrom kimi_tray.cli.main import main\n"
                       "if __name__ == '__main__':\n    sys.exit(main())\n")
     script.chmod(0o755)
     return venv
@@ -261,7 +261,7 @@ def test_a_broken_entry_is_reported(tmp_path: Path) -> None:
     ["plain"],
 ])
 def test_command_lines_round_trip(argv: list[str]) -> None:
-    from kimi_tray.autostart.xdg import exec_line
+    from kimi_tray.platform.autostart.xdg import exec_line
 
     assert parse_exec(exec_line(argv)) == argv
     assert split_command_line(subprocess.list2cmdline(argv)) == argv
@@ -307,7 +307,7 @@ def test_a_daemon_gets_no_buttons_it_cannot_answer() -> None:
 
 # ----------------------------------------------------------------------------- menu words, redraws
 def test_a_corrupt_file_gets_a_short_menu_line_and_an_enabled_log_in(monkeypatch, tmp_path) -> None:
-    from kimi_tray.menu import build_menu
+    from kimi_tray.ui.menu import build_menu
 
     monkeypatch.setenv("HOME", str(tmp_path))
     message = (f"{tmp_path}/.kimi/credentials/kimi-code.json is not valid JSON "
@@ -323,7 +323,7 @@ def test_a_corrupt_file_gets_a_short_menu_line_and_an_enabled_log_in(monkeypatch
 
 
 def test_the_next_redraw_is_when_the_picture_changes() -> None:
-    from kimi_tray.tray import as_of, next_picture_change
+    from kimi_tray.ui.tray import as_of, next_picture_change
 
     now = 1_800_000_000.0
     minutes = Status(Health.FRESH, now, expires_at=now + 600.5, lifetime=900)
@@ -339,7 +339,7 @@ def test_the_next_redraw_is_when_the_picture_changes() -> None:
 
 
 def test_a_browser_that_fails_is_reported_and_reaped(tmp_path, monkeypatch) -> None:
-    from kimi_tray.browser import open_url
+    from kimi_tray.platform.browser import open_url
 
     failing = tmp_path / "fails"
     failing.write_text("#!/bin/sh\necho 'no method available for opening' >&2\nexit 3\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kimi_tray.icons import COLOURS
+from kimi_tray.ui.icons import COLOURS
 from tests.conftest import ROOT, kimi_file, read_json, require, wait_for, write_credentials
 
 BINARY = ROOT / "dist" / "kimi-tray"
@@ -77,7 +77,7 @@ def test_tray_docks_green(binary: Path, env: dict[str, str], home: Path, oauth_s
 
 
 def test_autostart_entry_of_the_binary_starts_it(binary: Path, env: dict[str, str], home: Path) -> None:
-    from kimi_tray.autostart.xdg import desktop_entry_values, parse_exec
+    from kimi_tray.platform.autostart.xdg import desktop_entry_values, parse_exec
 
     result = subprocess.run([str(binary), "autostart", "on"], env=env, capture_output=True, text=True,
                             timeout=60)

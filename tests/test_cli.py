@@ -146,7 +146,7 @@ def test_uninstall_works_with_a_bad_config_file(env, home, tmp_path) -> None:
 
 
 def test_help_and_readme_show_the_one_exit_code_table() -> None:
-    from kimi_tray import exit_codes
+    from kimi_tray.core import exit_codes
 
     readme = (ROOT / "README.md").read_text()
     for command in ("renew", "status"):

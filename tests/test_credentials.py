@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.config import load_settings
-from kimi_tray.credentials import (
+from kimi_tray.core.config import load_settings
+from kimi_tray.core.errors import LocalFileError
+from kimi_tray.stores.credentials import (
     PYTHON_CLI,
     TYPESCRIPT_CLI,
     CredentialSource,
     choose_source,
     device_id,
 )
-from kimi_tray.errors import LocalFileError
 from tests.conftest import write_credentials
 
 TOKENS = {"access_token": "access-AAAAAAAAAAAA", "refresh_token": "refresh-RRRRRRRRRRRR"}

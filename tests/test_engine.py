@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.clock import FakeClock
-from kimi_tray.config import Settings
-from kimi_tray.engine import Renewer, backoff_delay
-from kimi_tray.errors import LoginNeeded, TransientError
-from kimi_tray.health import Health
-from kimi_tray.openclaw import legacy_profiles_path
-from kimi_tray.state import StateStore, fingerprint
+from kimi_tray.core.clock import FakeClock
+from kimi_tray.core.config import Settings
+from kimi_tray.core.errors import LoginNeeded, TransientError
+from kimi_tray.core.health import Health
+from kimi_tray.engine.renewer import Renewer, backoff_delay
+from kimi_tray.stores.openclaw import legacy_profiles_path
+from kimi_tray.stores.state import StateStore, fingerprint
 from tests.conftest import SUPPORT, calls, kimi_file, read_json, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.errors import LocalFileError, LockTimeout
-from kimi_tray.fileio import (
+from kimi_tray.core.errors import LocalFileError, LockTimeout
+from kimi_tray.stores.fileio import (
     DirectoryLock,
     FileLock,
     atomic_write,

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from kimi_tray.health import Health, Status, health_for
-from kimi_tray.icons import COLOURS, draw_icon, ring_fraction_at, status_for_preview
-from kimi_tray.menu import build_menu
+from kimi_tray.core.health import Health, Status, health_for
+from kimi_tray.ui.icons import COLOURS, draw_icon, ring_fraction_at, status_for_preview
+from kimi_tray.ui.menu import build_menu
 
 
 def dominant(image) -> tuple[int, int, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.single_instance import Holder, running_instance
+from kimi_tray.platform.single_instance import Holder, running_instance
 from tests.conftest import ROOT, wait_for, write_fake_openclaw
 
 CRONTAB = """#!/bin/sh

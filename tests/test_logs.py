@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from kimi_tray import logs
+from kimi_tray.core import logs
 
 
 def test_registered_and_pattern_secrets_never_reach_the_log_file(tmp_path: Path) -> None:

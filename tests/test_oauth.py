@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kimi_tray.config import KIMI_CLIENT_ID
-from kimi_tray.errors import ConfigError, LoginNeeded, TransientError
-from kimi_tray.oauth import OAuthClient, device_headers
+from kimi_tray.core.config import KIMI_CLIENT_ID
+from kimi_tray.core.errors import ConfigError, LoginNeeded, TransientError
+from kimi_tray.kimi.oauth import OAuthClient, device_headers
 from tests.support.oauth_server import FakeKimiOAuth
 
 

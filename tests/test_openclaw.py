@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.config import Settings
-from kimi_tray.errors import OpenClawError
-from kimi_tray.openclaw import (
+from kimi_tray.core.config import Settings
+from kimi_tray.core.errors import OpenClawError
+from kimi_tray.stores.openclaw import (
     PLUGIN_FIX,
     AutoTarget,
     CliTarget,
@@ -20,7 +20,7 @@ from kimi_tray.openclaw import (
     choose_target,
     legacy_profiles_path,
 )
-from kimi_tray.state import OpenClawMemory, StateStore
+from kimi_tray.stores.state import OpenClawMemory, StateStore
 from tests.conftest import calls
 
 NOW = 1_800_000_000.0
@@ -230,7 +230,7 @@ def test_learnt_paste_time_survives_in_the_state_file(settings, fake_log, monkey
      ("no-dots-here", "no-dots-here", False)],
 )
 def test_mask_matching(mask: str, token: str, expected: bool) -> None:
-    from kimi_tray.openclaw import mask_matches
+    from kimi_tray.stores.openclaw import mask_matches
 
     assert mask_matches(mask, token) is expected
 
@@ -249,7 +249,7 @@ def test_a_broken_openclaw_cli_does_not_stop_the_json_file(settings, fake_log, m
 
 
 def test_auth_order_from_openclaws_report() -> None:
-    from kimi_tray.openclaw.cli_target import auth_order_problems
+    from kimi_tray.stores.openclaw.cli_target import auth_order_problems
 
     def report(*profiles: tuple[str, str]) -> dict:
         effective = [{"profileId": pid, "type": kind} for pid, kind in profiles]
@@ -295,7 +295,7 @@ def test_every_paste_of_a_sync_promises_openclaw_no_more_than_the_token_lives(
         settings, fake_log, monkeypatch) -> None:
     """The second paste of a sync (a carried-over kimi-coding profile, another agent) starts
     seconds after the first: its expiry must count them."""
-    import kimi_tray.openclaw.cli_target as cli_target
+    import kimi_tray.stores.openclaw.cli_target as cli_target
 
     monkeypatch.setattr(cli_target, "CLI_MIN_MARGIN", 0.0)
     monkeypatch.setenv("FAKE_OPENCLAW_PASTE_DELAY", "1.0")

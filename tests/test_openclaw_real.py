@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.openclaw import PLUGIN_FIX, mask_matches
+from kimi_tray.stores.openclaw import PLUGIN_FIX, mask_matches
 from tests.conftest import (
     kimi_file,
     openclaw_dir,

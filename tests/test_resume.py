@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.clock import FakeClock
-from kimi_tray.engine import RESUME_RETRY, Renewer
-from kimi_tray.resume import (
+from kimi_tray.core.clock import FakeClock
+from kimi_tray.engine.renewer import RESUME_RETRY, Renewer
+from kimi_tray.platform.resume import (
     PBT_APMRESUMEAUTOMATIC,
     PBT_APMRESUMESUSPEND,
     WM_POWERBROADCAST,
@@ -96,11 +96,11 @@ def test_logind_listener_ignores_an_impostor(system_bus) -> None:
 
 
 def test_no_system_bus_falls_back_quietly(tmp_path: Path, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="kimi_tray.resume")
+    caplog.set_level(logging.INFO, logger="kimi_tray.platform.resume")
     listener = LogindListener(Counter(), address=f"unix:path={tmp_path / 'no-bus'}").start()
     assert listener.ready.wait(5)
     listener.stop()
-    notes = [r for r in caplog.records if r.name == "kimi_tray.resume"]
+    notes = [r for r in caplog.records if r.name == "kimi_tray.platform.resume"]
     assert len(notes) == 1 and "noticing resume by the clock" in notes[0].getMessage()
     assert notes[0].levelno == logging.INFO
 

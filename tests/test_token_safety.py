@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.clock import FakeClock
-from kimi_tray.engine import Renewer
+from kimi_tray.core.clock import FakeClock
+from kimi_tray.engine.renewer import Renewer
 from tests.conftest import (
     SUPPORT,
     fill_up,
@@ -193,7 +193,7 @@ def test_an_impossible_expires_in_keeps_the_new_tokens_with_a_safe_expiry(env, h
 
 
 def test_a_jwt_access_token_gives_the_safe_expiry_itself() -> None:
-    from kimi_tray.oauth import safe_lifetime
+    from kimi_tray.kimi.oauth import safe_lifetime
 
     now = 1_800_000_000.0
     access = make_jwt({"exp": now + 600})
@@ -502,7 +502,7 @@ def test_a_recovery_file_readable_by_others_is_made_private(env, home, oauth_ser
     new = oauth_server.issue()
     recovery = home / ".local/state/kimi-tray/unsaved-token.json"
     recovery.parent.mkdir(parents=True, mode=0o700)
-    from kimi_tray.state import fingerprint
+    from kimi_tray.stores.state import fingerprint
 
     recovery.write_text(json.dumps({**new, "expires_at": time.time() + 900, "expires_in": 900.0,
                                     "replaces": fingerprint(old["refresh_token"]), "reason": "disk full"}))
@@ -538,7 +538,7 @@ def test_a_login_made_while_we_wait_outside_the_lock_is_not_overwritten(env, hom
     Kimi CLI (under the lock). Our answer, from the old login, must not replace the new login."""
     import threading
 
-    from kimi_tray.fileio import FileLock
+    from kimi_tray.stores.fileio import FileLock
 
     cred = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 600)
     config(env, tmp_path, locked_http_timeout=1, http_timeout=10, renew_give_up_after=20)

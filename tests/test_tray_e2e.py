@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kimi_tray.icons import COLOURS
+from kimi_tray.ui.icons import COLOURS
 from tests.conftest import ROOT, have, kimi_file, read_json, require, wait_for, write_credentials
 from tests.support.desktop import Desktop, missing_tools
 from tests.support.oauth_server import FakeKimiOAuth

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kimi_tray import ui_thread
+from kimi_tray.ui import ui_thread
 
 
 def from_workers(handoff: ui_thread.UiThread, count: int,

@@ -14,15 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.clock import FakeClock
-from kimi_tray.config import Settings, load_settings
-from kimi_tray.engine import Renewer
-from kimi_tray.errors import ConfigError, TransientError
-from kimi_tray.health import Health
-from kimi_tray.usage import FetchPolicy, UsageClient, UsageStore, UsageUnauthorized, parse_usages
-from kimi_tray.usage.alerts import UsageAlerts
-from kimi_tray.usage.model import Usage, UsageFormatError, UsageWindow, parse_time, plan_name
-from kimi_tray.usage.text import age_line, format_span, short_line, window_line
+from kimi_tray.core.clock import FakeClock
+from kimi_tray.core.config import Settings, load_settings
+from kimi_tray.core.errors import ConfigError, TransientError
+from kimi_tray.core.health import Health
+from kimi_tray.engine.renewer import Renewer
+from kimi_tray.engine.usage_alerts import UsageAlerts
+from kimi_tray.engine.usage_policy import FetchPolicy
+from kimi_tray.kimi.usage_client import UsageClient, UsageUnauthorized
+from kimi_tray.kimi.usage_model import (
+    Usage,
+    UsageFormatError,
+    UsageWindow,
+    parse_time,
+    parse_usages,
+    plan_name,
+)
+from kimi_tray.stores.usage_store import UsageStore
+from kimi_tray.ui.usage_text import age_line, format_span, short_line, window_line
 from tests.conftest import kimi_file, run_cli, wait_for, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage, kimi_reply
@@ -66,7 +75,7 @@ def test_extra_windows_unknown_units_and_garbage(caplog) -> None:
         {"window": {"duration": 60, "timeUnit": "TIME_UNIT_MINUTE"}, "detail": {"limit": "x"}},
         {"detail": {"limit": 5, "remaining": 5}},
     ]
-    with caplog.at_level(logging.INFO, logger="kimi_tray.usage"):
+    with caplog.at_level(logging.INFO, logger="kimi_tray.kimi.usage_model"):
         usage = parse_usages(body, fetched_at=NOW)
     names = [w.name for w in usage.windows]
     assert names == ["Week", "5 h", "1 d", "2 fortnight", "Limit 6"]
@@ -117,7 +126,7 @@ def test_menu_lines_and_age(utc) -> None:
 
 # --------------------------------------------------------------------------- the client
 def test_client_sends_the_token_and_device_headers(usage_server: FakeKimiUsage) -> None:
-    from kimi_tray.oauth import device_headers
+    from kimi_tray.kimi.oauth import device_headers
 
     client = UsageClient(usage_server.url, device_headers("d" * 32))
     usage = client.fetch("at-secret", NOW)
@@ -421,7 +430,7 @@ def test_a_jump_notifies_the_highest_threshold_only_and_thresholds_can_be_off(tm
 
 
 def test_old_numbers_from_the_file_never_notify(tmp_path) -> None:
-    from kimi_tray.health import Status
+    from kimi_tray.core.health import Status
 
     notes = RecordingNotifier()
     alerts = UsageAlerts(notes, UsageStore(tmp_path))

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from kimi_tray.health import Health
-from kimi_tray.icons import COLOURS, draw_icon, quota_fill_at, ring_fraction_at, status_for_preview
-from kimi_tray.menu import build_menu, tooltip, usage_entries
-from kimi_tray.usage.model import Usage, UsageWindow
+from kimi_tray.core.health import Health
+from kimi_tray.kimi.usage_model import Usage, UsageWindow
+from kimi_tray.ui.icons import COLOURS, draw_icon, quota_fill_at, ring_fraction_at, status_for_preview
+from kimi_tray.ui.menu import build_menu, tooltip, usage_entries
 from tests.conftest import ROOT
 
 
@@ -70,12 +70,12 @@ def test_icon_quota_bar_keeps_the_tokens_colour_shape_and_ring() -> None:
 MENU_ORDER_SCRIPT = """
 import dataclasses, sys
 sys.path.insert(0, sys.argv[1])
-from kimi_tray.autostart.xdg import XdgAutostart
-from kimi_tray.config import load_settings
-from kimi_tray.engine import Renewer
-from kimi_tray.health import Health
-from kimi_tray.notify import LogNotifier
-from kimi_tray.tray import TrayApp
+from kimi_tray.platform.autostart.xdg import XdgAutostart
+from kimi_tray.core.config import load_settings
+from kimi_tray.engine.renewer import Renewer
+from kimi_tray.core.health import Health
+from kimi_tray.ui.notify import LogNotifier
+from kimi_tray.ui.tray import TrayApp
 from tests.test_usage_ui import with_usage
 
 app = TrayApp(Renewer(load_settings()), XdgAutostart(), LogNotifier(), None, "gtk",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.watch import FileWatcher, nearest_existing_dir
+from kimi_tray.platform.watch import FileWatcher, nearest_existing_dir
 from tests.conftest import wait_for
 
 
@@ -137,8 +137,8 @@ def test_the_stat_check_alone_still_notices(home: Path, watcher_for) -> None:
 def test_engine_adopts_what_another_kimi_tray_process_wrote(settings, env, home, oauth_server) -> None:
     """`kimi-tray renew` in a terminal while the daemon runs: the daemon's engine picks up the new
     token and the state file (last renewal, OpenClaw view) at once, not at its next poll."""
-    from kimi_tray.engine import Renewer
-    from kimi_tray.events import watched_paths
+    from kimi_tray.engine.events import watched_paths
+    from kimi_tray.engine.renewer import Renewer
     from tests.conftest import kimi_file, read_json, run_cli, write_credentials
 
     path = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
@@ -163,9 +163,9 @@ def test_engine_hands_the_token_again_when_openclaw_file_is_rewritten(settings, 
                                                                       oauth_server) -> None:
     """Older OpenClaw (or a person) puts an old token back into auth-profiles.json: the engine
     notices at once and writes the current one again."""
-    from kimi_tray.engine import Renewer
-    from kimi_tray.events import watched_paths
-    from kimi_tray.openclaw import legacy_profiles_path
+    from kimi_tray.engine.events import watched_paths
+    from kimi_tray.engine.renewer import Renewer
+    from kimi_tray.stores.openclaw import legacy_profiles_path
     from tests.conftest import kimi_file, read_json, write_credentials
 
     tokens = oauth_server.issue()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.config import Settings
-from kimi_tray.engine import Renewer
+from kimi_tray.core.config import Settings
+from kimi_tray.engine.renewer import Renewer
 from tests.conftest import ROOT, SUPPORT, kimi_file, read_json, wait_for, write_credentials
 from tests.reliability.conftest import FIGURES, run, scaled
 from tests.support.oauth_server import FakeKimiOAuth

@@ -1,0 +1,3 @@
+"""What every layer shares: settings, logging with redaction, errors and exit codes, the clock, health
+thresholds.
+"""

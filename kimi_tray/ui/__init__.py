@@ -1,0 +1,1 @@
+"""The tray face: the only pystray importer, icons, menu model, notifiers, the UI-thread hand-off."""
