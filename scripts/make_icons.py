@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kimi_tray.core.health import Health  # noqa: E402
-from kimi_tray.ui.icons import draw_icon, status_for_preview  # noqa: E402
+from kimi_tray.core.health import Health, Status  # noqa: E402
+from kimi_tray.ui.icons import draw_icon  # noqa: E402
 
 PNG_SIZES = (16, 22, 24, 32, 48, 64, 128, 256, 512)
 ICO_SIZES = (16, 24, 32, 48, 64, 128, 256)
@@ -20,7 +20,8 @@ ICO_SIZES = (16, 24, 32, 48, 64, 128, 256)
 
 def app_icon(size: int):
     """The app icon is the fresh state with a full ring."""
-    return draw_icon(status_for_preview(Health.FRESH, 1.0), size)
+    now, lifetime = 1_800_000_000.0, 900.0
+    return draw_icon(Status(Health.FRESH, now, expires_at=now + lifetime, lifetime=lifetime), size)
 
 
 def write_icons(directory: Path) -> list[Path]:

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from kimi_tray.core.health import Health, Status, health_for
-from kimi_tray.ui.icons import COLOURS, draw_icon, ring_fraction_at, status_for_preview
+from kimi_tray.ui.icons import COLOURS, draw_icon
 from kimi_tray.ui.menu import build_menu
+from tests.support.icon_probe import ring_fraction_at, status_for_preview
 
 
 def dominant(image) -> tuple[int, int, int]:

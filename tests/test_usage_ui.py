@@ -10,9 +10,10 @@ import pytest
 
 from kimi_tray.core.health import Health
 from kimi_tray.kimi.usage_model import Usage, UsageWindow
-from kimi_tray.ui.icons import COLOURS, draw_icon, quota_fill_at, ring_fraction_at, status_for_preview
+from kimi_tray.ui.icons import COLOURS, draw_icon
 from kimi_tray.ui.menu import build_menu, tooltip, usage_entries
 from tests.conftest import ROOT
+from tests.support.icon_probe import quota_fill_at, ring_fraction_at, status_for_preview
 
 
 def with_usage(used_5h: float, age: float = 10, error: str = "", health: Health = Health.FRESH):

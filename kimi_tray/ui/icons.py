@@ -10,11 +10,9 @@ it is used), outside the ring, so the token's colour and shape stay as they are.
 
 from __future__ import annotations
 
-import math
-
 from PIL import Image, ImageDraw
 
-from kimi_tray.core.health import Health, Status
+from kimi_tray.core.health import Status
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "fresh": (46, 160, 67),
@@ -102,34 +100,6 @@ def _question(draw: ImageDraw.ImageDraw, big: int) -> None:
     draw.ellipse((c - w / 2, big * 0.7, c + w / 2, big * 0.7 + w), fill=WHITE)
 
 
-def _pixel(image: Image.Image, x: int, y: int) -> tuple[int, ...]:
-    value = image.getpixel((x, y))
-    if not isinstance(value, tuple):
-        raise ValueError("expected an RGBA image")
-    return value
-
-
-def ring_fraction_at(image: Image.Image) -> float:
-    """Measure the ring's white share by sampling around it (tests and screenshots use this)."""
-    size = image.width
-    radius = size * (0.5 - ARC_INSET - ARC_WIDTH / 2)
-    samples, white = 180, 0
-    for i in range(samples):
-        angle = -math.pi / 2 + 2 * math.pi * (i + 0.5) / samples
-        x = size / 2 + radius * math.cos(angle)
-        y = size / 2 + radius * math.sin(angle)
-        r, g, b, a = _pixel(image, min(size - 1, int(x)), min(size - 1, int(y)))
-        if min(r, g, b) > 170 and a > 200:
-            white += 1
-    return white / samples
-
-
-def status_for_preview(health: Health, fraction: float = 0.8, lifetime: float = 900.0) -> Status:
-    """A Status with a given health and share of lifetime left (for previews and asset files)."""
-    now = 1_800_000_000.0
-    return Status(health, now, expires_at=now + fraction * lifetime, lifetime=lifetime)
-
-
 # ----------------------------------------------------------------------------- quota mark
 QUOTA_LEFT = 0.84  # the bar spans x 0.84..1.0: outside the ring, over the disc's outer rim only
 QUOTA_TOP, QUOTA_BOTTOM = 0.1, 0.9
@@ -160,16 +130,3 @@ def _quota_mark(draw: ImageDraw.ImageDraw, big: int, status: Status) -> None:
         if status.usage.is_stale(status.now):
             colour = QUOTA_STALE
         draw.rectangle((left + inset, fill_top, big - 1 - inset, inner_bottom), fill=colour + (255,))
-
-
-def quota_fill_at(image: Image.Image) -> float:
-    """Measure the bar's filled share from the pixels (tests and screenshots use this): inside the
-    bar every pixel is either the dark track or the fill."""
-    size = image.width
-    x = int(size * 0.9)
-    top, bottom = int(size * (QUOTA_TOP + 0.05)), int(size * (QUOTA_BOTTOM - 0.05))
-    def is_track(pixel: tuple[int, ...]) -> bool:
-        return sum(abs(a - b) for a, b in zip(pixel[:3], QUOTA_TRACK, strict=False)) <= 60
-
-    filled = sum(1 for y in range(top, bottom) if not is_track(_pixel(image, x, y)))
-    return filled / max(1, bottom - top)
