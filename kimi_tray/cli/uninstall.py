@@ -145,11 +145,10 @@ def uninstall(settings: Settings, remove_data: bool | None = None, remove_profil
         say(f"Kept {listed}.")
 
     # The venv we may be running from goes last: removing a profile still imports from it.
-    from kimi_tray.stores.openclaw import OffTarget, choose_target
+    from kimi_tray.stores.openclaw import choose_target
 
     question = f"Remove the {settings.openclaw_profile_id} profile kimi-tray keeps in OpenClaw?"
-    has_openclaw = not isinstance(choose_target(settings), OffTarget)
-    if has_openclaw and _decide(remove_profile, ask, question):
+    if choose_target(settings).active and _decide(remove_profile, ask, question):
         remove_openclaw_profile(settings, say)
 
     prefix = install_prefix()
