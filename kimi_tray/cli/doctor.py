@@ -131,45 +131,25 @@ def check_desktop(_: Settings) -> list[Check]:
 
 
 def check_autostart(_: Settings) -> list[Check]:
-    """Run each entry's command line with --version, as the login session would."""
-    from kimi_tray.platform.autostart import check_command, get_backend, get_daemon_backend, is_on
+    """Run each entry's command line with --version, as the login session (or cron) would."""
+    from kimi_tray.platform.autostart import all_backends, check_command, is_on
 
     checks = []
-    entries = [("start on login", get_backend(), "kimi-tray autostart on")]
-    daemon = get_daemon_backend()
-    if daemon is not None:
-        entries.append(("daemon unit", daemon, "kimi-tray autostart on --daemon"))
-    for name, backend, fix in entries:
+    for backend in all_backends():
         if not is_on(backend):
             continue
         command = backend.written_command()
         problem = "the entry cannot be read" if command is None else check_command(command)
         if problem or command is None:
-            checks.append(Check("fail", name, f"{backend.location()}: {problem}",
-                                f"run `{fix}` to rewrite it"))
+            checks.append(Check("fail", backend.label, f"{backend.location()}: {problem}", backend.fix))
         else:
-            checks.append(Check("ok", name, f"{backend.location()} runs {' '.join(command.argv)}"))
-    checks += check_reboot_line()
+            runs = " ".join((*command.argv, *backend.extra_args))
+            checks.append(Check("ok", backend.label, f"{backend.location()} runs {runs}"))
     if not checks:
         checks.append(Check("warn", "start on login", "nothing starts kimi-tray when you log in",
                             "run `kimi-tray autostart on` (desktop) or "
                             "`kimi-tray autostart on --daemon` (server)"))
     return checks
-
-
-def check_reboot_line() -> list[Check]:
-    """install.sh's crontab @reboot line, where there is no systemd user session."""
-    from kimi_tray.platform.autostart import check_command
-    from kimi_tray.platform.autostart.cron import LOCATION, reboot_command
-
-    command = reboot_command()
-    if command is None:
-        return []
-    problem = check_command(command) if command.argv else "the line cannot be read"
-    if problem:
-        return [Check("fail", "daemon at boot", f"the {LOCATION}: {problem}",
-                      "run ./install.sh again, or `crontab -e` and fix or delete the line")]
-    return [Check("ok", "daemon at boot", f"the {LOCATION} runs {' '.join(command.argv)} daemon")]
 
 
 def check_renewer(settings: Settings) -> list[Check]:
