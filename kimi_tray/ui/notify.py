@@ -5,6 +5,7 @@ The policy keeps the user informed without nagging: once per episode, never a to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -70,7 +71,8 @@ class BaseNotifier:
         try:
             self.show(title, message, self.offered(actions))
         except Exception as exc:  # a notification must never take down its caller
-            log.warning("Notification failed (%s); %s: %s", type(exc).__name__, title, message)
+            with contextlib.suppress(Exception):  # nor a log that cannot be written either
+                log.warning("Notification failed (%s); %s: %s", type(exc).__name__, title, message)
 
     def show(self, title: str, message: str, actions: tuple[Action, ...]) -> None:
         raise NotImplementedError
