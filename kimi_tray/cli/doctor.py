@@ -18,8 +18,6 @@ from kimi_tray.stores.credentials import choose_source
 from kimi_tray.stores.openclaw import Token, choose_target
 from kimi_tray.stores.state import StateStore
 
-__all__ = ["Check", "run_checks", "run_probe"]
-
 
 def check_credentials(settings: Settings) -> list[Check]:
     source = choose_source(settings)
