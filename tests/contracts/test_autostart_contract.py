@@ -80,7 +80,7 @@ class AutostartContract:
         assert backend.written_command() is None, "an entry that cannot be read runs nothing we know"
 
     def test_it_says_what_doctor_and_the_cli_need(self, backend: AutostartBackend) -> None:
-        for text in (backend.label, backend.fix, backend.location()):
+        for text in (backend.label, backend.starts, backend.fix, backend.location()):
             assert isinstance(text, str) and text.strip()
         assert all(isinstance(arg, str) and arg for arg in backend.extra_args)
         assert isinstance(backend.after_enable(), str)

@@ -32,7 +32,8 @@ class AutostartBackend(Protocol):
     """One way of starting kimi-tray. Each backend says what it would run, what its entry on
     disk runs and how to fix it, so callers never ask which platform they are on."""
 
-    label: str  # what it starts, as `doctor` names it: "start on login", "daemon unit"...
+    label: str  # its `doctor` line: "start on login", "daemon unit"...
+    starts: str  # what it starts, as `status` says it: "the tray at login"...
     fix: str  # what rewrites a broken entry
     extra_args: tuple[str, ...]  # what the entry adds after the program: () or ("daemon",)
 
@@ -75,6 +76,7 @@ class FileEntry:
     command: list[str]
     workdir: str | None
     label = "start on login"
+    starts = "the tray at login"
     fix = "run `kimi-tray autostart on` to rewrite it"
     extra_args: tuple[str, ...] = ()
 

@@ -70,6 +70,7 @@ class CronReboot:
     """install.sh's @reboot line as an autostart backend: on when the line is there."""
 
     label = "daemon at boot"
+    starts = f"the daemon from the {LOCATION}"
     fix = "run ./install.sh again, or `crontab -e` and fix or delete the line"
     extra_args: tuple[str, ...] = ("daemon",)
 

@@ -41,6 +41,7 @@ def systemctl(*args: str) -> bool:
 
 class SystemdUnit(FileEntry):
     label = "daemon unit"
+    starts = "the daemon unit"
     fix = "run `kimi-tray autostart on --daemon` to rewrite it"
     extra_args: tuple[str, ...] = ("daemon",)
 

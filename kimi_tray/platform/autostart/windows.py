@@ -83,6 +83,7 @@ def _winreg() -> Registry:
 
 class RunKey:
     label = "start on login"
+    starts = "the tray at login"
     fix = "run `kimi-tray autostart on` to rewrite it"
     extra_args: tuple[str, ...] = ()
 
