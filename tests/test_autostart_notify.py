@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.core.health import Health, Status
-from kimi_tray.platform.autostart import LaunchCommand, check_command, launch_spec
+from kimi_tray.platform.autostart import LaunchCommand, check_command
 from kimi_tray.platform.autostart.launchd import LaunchAgent
-from kimi_tray.platform.autostart.systemd import SystemdUnit
-from kimi_tray.platform.autostart.windows import RUN_KEY, RunKey, split_command_line, with_checkout_on_path
+from kimi_tray.platform.autostart.windows import RUN_KEY, RunKey, split_command_line
 from kimi_tray.platform.autostart.xdg import XdgAutostart, desktop_entry_values, parse_exec
 from kimi_tray.ui.notify import NotificationPolicy
 from tests.conftest import ROOT, require, run_cli
+from tests.support.fake_winreg import FakeWinreg
 
 COMMAND = ["/opt/My Apps/python3", "-m", "kimi_tray"]
 
@@ -54,42 +54,6 @@ def test_launch_agent_plist(tmp_path: Path) -> None:
     assert agent.path.parent == tmp_path / "Library" / "LaunchAgents"
     agent.disable()
     assert not agent.is_enabled()
-
-
-class FakeWinreg:
-    """winreg at the edge: an in-memory HKCU with winreg's calling conventions."""
-
-    HKEY_CURRENT_USER, KEY_READ, KEY_SET_VALUE, REG_SZ = "HKCU", 1, 2, 1
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], object] = {}
-
-    class _Key:
-        def __init__(self, path: str) -> None:
-            self.path = path
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    def CreateKeyEx(self, root, path, reserved, access):  # noqa: N802
-        assert root == "HKCU" and reserved == 0
-        return self._Key(path)
-
-    def SetValueEx(self, key, name, reserved, kind, value):  # noqa: N802
-        self.values[(key.path, name)] = value
-
-    def QueryValueEx(self, key, name):  # noqa: N802
-        if (key.path, name) not in self.values:
-            raise FileNotFoundError(name)
-        return self.values[(key.path, name)], self.REG_SZ
-
-    def DeleteValue(self, key, name):  # noqa: N802
-        if (key.path, name) not in self.values:
-            raise FileNotFoundError(name)
-        del self.values[(key.path, name)]
 
 
 def test_windows_run_key() -> None:
@@ -228,21 +192,6 @@ def test_source_checkout_writes_an_entry_that_starts(env: dict[str, str], home: 
     assert values["Path"] == str(ROOT)
     started = run_exec_line(entry, home)
     assert started.returncode == 0 and started.stdout.startswith("kimi-tray "), started.stderr
-
-
-def test_plist_run_value_and_unit_start_through_the_same_check(tmp_path: Path) -> None:
-    spec = launch_spec()
-    agent = LaunchAgent(home=tmp_path, command=list(spec.argv), workdir=spec.cwd)
-    agent.enable()
-    assert agent.written_command() == spec
-    assert check_command(agent.written_command()) == ""
-    run_key = RunKey(registry=FakeWinreg(), command=with_checkout_on_path(spec))
-    run_key.enable()
-    assert check_command(run_key.written_command()) == ""
-    unit = SystemdUnit(config_home=tmp_path, command=list(spec.argv), workdir=spec.cwd)
-    unit.enable()
-    assert "ExecStart=" in unit.path.read_text() and unit.written_command() == spec
-    assert check_command(unit.written_command()) == ""
 
 
 def test_a_broken_entry_is_reported(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import OpenClawError
-from kimi_tray.stores.openclaw import LegacyFileTarget, OpenClawLockBusy, Token, openclaw_lock
+from kimi_tray.stores.openclaw import LegacyFileTarget, OpenClawLockBusy, openclaw_lock
 from kimi_tray.stores.openclaw.lock import process_start_time
 from tests.test_openclaw import LEGACY, TOKEN, legacy_file
 
@@ -117,9 +117,3 @@ def test_our_lock_is_in_openclaws_format_and_removed_only_if_still_ours(tmp_path
         lock.unlink()
         lock.write_text('{"pid": 1}')  # someone else's now (a stale take-over)
     assert lock.read_text() == '{"pid": 1}', "never removes another holder's lock"
-
-
-def test_token_reaches_openclaw_only_as_access_and_expiry(settings: Settings) -> None:
-    path = legacy_file(settings)
-    LegacyFileTarget(settings).sync(Token(TOKEN.access, TOKEN.expires_at), NOW)
-    assert "refresh" not in json.loads(path.read_text())["profiles"]["kimi-coding:default"]

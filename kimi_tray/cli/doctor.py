@@ -9,34 +9,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from kimi_tray.core.checks import Check
 from kimi_tray.core.config import Settings, check_oauth_host
 from kimi_tray.core.errors import KimiTrayError, LocalFileError
 from kimi_tray.stores.credentials import choose_source
-from kimi_tray.stores.openclaw import (
-    PLUGIN_FIX,
-    AutoTarget,
-    CliTarget,
-    Detector,
-    LegacyFileTarget,
-    OffTarget,
-    OpenClawTarget,
-    Problem,
-    Token,
-    choose_target,
-)
-from kimi_tray.stores.openclaw.cli_target import GATEWAY_NOT_RELOADED_DETAIL, auth_order_problems
-from kimi_tray.stores.openclaw.runner import Runner
-from kimi_tray.stores.state import OpenClawMemory, OpenClawView, PersistentState, StateStore
-
-
-@dataclass(frozen=True)
-class Check:
-    level: str  # ok, warn, fail
-    name: str
-    detail: str
-    fix: str = ""
+from kimi_tray.stores.openclaw import Token, choose_target
+from kimi_tray.stores.state import StateStore
 
 
 def check_credentials(settings: Settings) -> list[Check]:
@@ -73,136 +53,31 @@ def check_oauth(settings: Settings) -> list[Check]:
 
 
 def check_openclaw(settings: Settings) -> list[Check]:
-    """What OpenClaw can do with our token, asked from OpenClaw itself: its generation, its Kimi
-    plugin and models, every Kimi profile, the auth order and the gateway."""
+    """What OpenClaw can do with our token: the target in use says what to check (its generation,
+    Kimi plugin and models, every Kimi profile, the auth order, the gateway)."""
     store = StateStore(settings.state_dir)
     state = store.load()
     target = choose_target(settings, state.openclaw_memory)
-    checks = []
     state_dir = settings.openclaw_state_dir
     if state_dir.is_dir():
-        checks.append(Check("ok", "openclaw state", str(state_dir)))
+        checks = [Check("ok", "openclaw state", str(state_dir))]
     else:
-        checks.append(Check("warn", "openclaw state", f"{state_dir} does not exist",
-                            "install OpenClaw, or set OPENCLAW_STATE_DIR"))
-    command = settings.openclaw_command[0]
-    has_cli = shutil.which(command) is not None
-    if has_cli:
-        checks.append(Check("ok", "openclaw command", shutil.which(command) or command))
-    else:
-        level = "fail" if isinstance(target, CliTarget) else "warn"
-        checks.append(Check(level, "openclaw command", f"{command} is not on PATH",
-                            "install OpenClaw (npm install -g openclaw) or set openclaw_command"))
-    if isinstance(target, OffTarget):
-        checks.append(Check("warn", "openclaw sync", target.reason,
-                            "install OpenClaw, or ignore if you only use the Kimi CLI"))
-        return checks
+        checks = [Check("warn", "openclaw state", f"{state_dir} does not exist",
+                        "install OpenClaw, or set OPENCLAW_STATE_DIR")]
+
+    def load_token() -> Token:
+        creds = choose_source(settings).load(fix_mode=False)
+        return Token(creds.access_token, creds.expires_at)
+
     learnt = replace(state.openclaw_memory)
     try:
-        checks += _check_openclaw_target(settings, target, state, has_cli)
+        checks += target.doctor_checks(load_token, state.openclaw, _now())
     finally:
         if state.openclaw_memory != learnt:  # keep what we learnt about OpenClaw, nothing else
             latest = store.load()
             latest.openclaw_memory = state.openclaw_memory
             store.save(latest)
     return checks
-
-
-def _check_openclaw_target(settings: Settings, target: OpenClawTarget, state: PersistentState,
-                           has_cli: bool) -> list[Check]:
-    checks: list[Check] = []
-    now = _now()
-    if isinstance(target, AutoTarget):
-        try:
-            target.resolve()
-        except KimiTrayError as exc:
-            return checks + [Check("fail", "openclaw generation", str(exc),
-                                   "run `openclaw doctor` and fix what it reports")]
-        memory = state.openclaw_memory
-        how = ("credentials in SQLite, written with `openclaw models auth paste-token`"
-               if memory.generation == "cli" else
-               "credentials in auth-profiles.json, written under OpenClaw's lock; the gateway "
-               "restarts after each renewal")
-        checks.append(Check("ok", "openclaw generation", f"{memory.version}: {how}"))
-        target = target.current
-    checks.append(Check("ok", "openclaw sync", target.describe()))
-    if has_cli:
-        checks += _check_kimi_plugin(settings, state.openclaw_memory, now)
-    source = choose_source(settings)
-    try:
-        creds = source.load(fix_mode=False)
-        view = target.inspect(Token(creds.access_token, creds.expires_at), now)
-    except KimiTrayError as exc:
-        return checks + [Check("fail", "openclaw profile", str(exc), "run `kimi-tray renew`")]
-    if view.state in ("missing", "stale"):
-        checks.append(Check("fail", "openclaw profile", f"{view.state}: {view.detail}",
-                            "kimi-tray renew"))
-        return checks
-    if view.state == "error" and not view.token_fp:
-        return checks + [Check("fail", "openclaw profile", view.detail, "kimi-tray renew")]
-    ours = str(getattr(target, "holding_profile_id", None) or getattr(target, "profile_id", "our profile"))
-    checks.append(Check("ok", "openclaw profile", f"in_sync: {ours} holds the current token"))
-    problems = list(getattr(target, "problems", []))
-    if isinstance(target, LegacyFileTarget) and has_cli:
-        try:
-            report = Runner(settings).json(["models", "status", "--json"])
-            provider = "kimi-coding" if ours == target.profile_id else "kimi"
-            problems += auth_order_problems(report, provider, ours)
-        except KimiTrayError as exc:
-            problems.append(Problem(str(exc), "openclaw doctor", fatal=False,
-                                    check="openclaw auth order"))
-    profile_problems = [p for p in problems if p.check == "openclaw profiles" and p.fix != PLUGIN_FIX]
-    for problem in problems:
-        if problem.fix == PLUGIN_FIX:
-            continue  # reported by the plugin check
-        level = "ok" if not problem.fix else "fail" if problem.fatal else "warn"
-        checks.append(Check(level, problem.check, problem.text, problem.fix))
-    if not profile_problems:
-        checks.append(Check("ok", "openclaw profiles", "every Kimi profile holds the current token"))
-    if has_cli:
-        checks += _check_gateway(settings, state.openclaw)
-    return checks
-
-
-def _check_kimi_plugin(settings: Settings, memory: OpenClawMemory, now: float) -> list[Check]:
-    """Without the Kimi provider plugin OpenClaw stores the token but lists no Kimi model."""
-    runner = Runner(settings)
-    try:
-        present = Detector(runner, memory).kimi_plugin(now, fresh=True)
-    except KimiTrayError as exc:
-        return [Check("fail", "openclaw kimi plugin", str(exc), "run `openclaw doctor`")]
-    if not present:
-        return [Check("fail", "openclaw kimi plugin",
-                      "OpenClaw's Kimi provider plugin is not installed, so OpenClaw cannot use Kimi "
-                      "(and each openclaw call spends seconds trying to install it)", PLUGIN_FIX)]
-    checks = [Check("ok", "openclaw kimi plugin", "installed and enabled")]
-    try:
-        listed = runner.json(["models", "list", "--all", "--provider", "kimi", "--json"])
-    except KimiTrayError as exc:
-        return checks + [Check("fail", "openclaw kimi models", str(exc), PLUGIN_FIX)]
-    keys = [m.get("key") for m in listed.get("models") or [] if isinstance(m, dict)]
-    if not keys:
-        return checks + [Check("fail", "openclaw kimi models", "OpenClaw lists no Kimi model",
-                               "openclaw plugins enable kimi")]
-    return checks + [Check("ok", "openclaw kimi models", ", ".join(str(k) for k in keys[:3]))]
-
-
-def _check_gateway(settings: Settings, view: OpenClawView) -> list[Check]:
-    """A running gateway must hold the current token; one that is down reads it when it starts."""
-    try:
-        report = Runner(settings).json(["gateway", "status", "--json"])
-    except KimiTrayError as exc:
-        return [Check("warn", "openclaw gateway", str(exc), "openclaw gateway status")]
-    rpc = found if isinstance(found := report.get("rpc"), dict) else {}
-    if not rpc.get("ok"):
-        return [Check("warn", "openclaw gateway",
-                      "not running; it reads the current token when it starts",
-                      "openclaw gateway start")]
-    if "gateway restart failed" in view.detail or GATEWAY_NOT_RELOADED_DETAIL in view.detail:
-        return [Check("fail", "openclaw gateway",
-                      "running, but it did not take the current token after the last renewal",
-                      "openclaw gateway restart")]
-    return [Check("ok", "openclaw gateway", "running with the current token")]
 
 
 def check_log_dir(settings: Settings) -> list[Check]:
@@ -254,45 +129,25 @@ def check_desktop(_: Settings) -> list[Check]:
 
 
 def check_autostart(_: Settings) -> list[Check]:
-    """Run each entry's command line with --version, as the login session would."""
-    from kimi_tray.platform.autostart import check_command, get_backend, get_daemon_backend, is_on
+    """Run each entry's command line with --version, as the login session (or cron) would."""
+    from kimi_tray.platform.autostart import all_backends, check_command, is_on
 
     checks = []
-    entries = [("start on login", get_backend(), "kimi-tray autostart on")]
-    daemon = get_daemon_backend()
-    if daemon is not None:
-        entries.append(("daemon unit", daemon, "kimi-tray autostart on --daemon"))
-    for name, backend, fix in entries:
+    for backend in all_backends():
         if not is_on(backend):
             continue
         command = backend.written_command()
         problem = "the entry cannot be read" if command is None else check_command(command)
         if problem or command is None:
-            checks.append(Check("fail", name, f"{backend.location()}: {problem}",
-                                f"run `{fix}` to rewrite it"))
+            checks.append(Check("fail", backend.label, f"{backend.location()}: {problem}", backend.fix))
         else:
-            checks.append(Check("ok", name, f"{backend.location()} runs {' '.join(command.argv)}"))
-    checks += check_reboot_line()
+            runs = " ".join((*command.argv, *backend.extra_args))
+            checks.append(Check("ok", backend.label, f"{backend.location()} runs {runs}"))
     if not checks:
         checks.append(Check("warn", "start on login", "nothing starts kimi-tray when you log in",
                             "run `kimi-tray autostart on` (desktop) or "
                             "`kimi-tray autostart on --daemon` (server)"))
     return checks
-
-
-def check_reboot_line() -> list[Check]:
-    """install.sh's crontab @reboot line, where there is no systemd user session."""
-    from kimi_tray.platform.autostart import check_command
-    from kimi_tray.platform.autostart.cron import LOCATION, reboot_command
-
-    command = reboot_command()
-    if command is None:
-        return []
-    problem = check_command(command) if command.argv else "the line cannot be read"
-    if problem:
-        return [Check("fail", "daemon at boot", f"the {LOCATION}: {problem}",
-                      "run ./install.sh again, or `crontab -e` and fix or delete the line")]
-    return [Check("ok", "daemon at boot", f"the {LOCATION} runs {' '.join(command.argv)} daemon")]
 
 
 def check_renewer(settings: Settings) -> list[Check]:

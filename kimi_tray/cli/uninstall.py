@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -55,17 +54,6 @@ def stop_running(settings: Settings, say: Callable[[str], None]) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and running_instance(settings.state_dir) is not None:
         time.sleep(0.1)
-
-
-def remove_cron_line(say: Callable[[str], None]) -> None:
-    from kimi_tray.platform.autostart.cron import crontab_lines, is_ours
-
-    lines = crontab_lines()
-    kept = [line for line in lines if not is_ours(line)]
-    if kept != lines:
-        subprocess.run(["crontab", "-"], input="".join(f"{line}\n" for line in kept), text=True,
-                       timeout=10, check=False)
-        say("Removed the crontab @reboot line.")
 
 
 def remove_openclaw_profile(settings: Settings, say: Callable[[str], None]) -> None:
@@ -126,14 +114,15 @@ def _decide(choice: bool | None, ask: Ask, question: str) -> bool:
 def uninstall(settings: Settings, remove_data: bool | None = None, remove_profile: bool | None = None,
               ask: Ask = ask_on_terminal, say: Callable[[str], None] = print) -> int:
     """remove_data / remove_profile: True or False decide; None asks (no terminal: keep)."""
-    from kimi_tray.platform.autostart import get_backend, get_daemon_backend
+    from kimi_tray.platform.autostart import all_backends
 
     stop_running(settings, say)
-    for backend in (get_backend(), get_daemon_backend()):
-        if backend is not None and (backend.is_enabled() or Path(backend.location()).is_file()):
-            backend.disable()
-            say(f"Removed {backend.location()}")
-    remove_cron_line(say)
+    for backend in all_backends():
+        try:
+            if backend.disable():
+                say(f"Removed {backend.location()}")
+        except OSError as exc:
+            say(f"Could not remove {backend.location()}: {exc}")
 
     config_dir = Path(platformdirs.user_config_dir(APP_NAME))
     data = [p for p in (settings.state_dir, settings.log_dir, config_dir) if p.exists()]
@@ -145,11 +134,10 @@ def uninstall(settings: Settings, remove_data: bool | None = None, remove_profil
         say(f"Kept {listed}.")
 
     # The venv we may be running from goes last: removing a profile still imports from it.
-    from kimi_tray.stores.openclaw import OffTarget, choose_target
+    from kimi_tray.stores.openclaw import choose_target
 
     question = f"Remove the {settings.openclaw_profile_id} profile kimi-tray keeps in OpenClaw?"
-    has_openclaw = not isinstance(choose_target(settings), OffTarget)
-    if has_openclaw and _decide(remove_profile, ask, question):
+    if choose_target(settings).active and _decide(remove_profile, ask, question):
         remove_openclaw_profile(settings, say)
 
     prefix = install_prefix()

@@ -5,6 +5,7 @@ The policy keeps the user informed without nagging: once per episode, never a to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -41,58 +42,82 @@ ActionHandler = Callable[[str], None]
 
 
 class Notifier(Protocol):
+    """Shows a notification. Every backend says which buttons it can show (`offered`) and drops
+    the others itself, never raises (a failed notification is a log line) and never shows a
+    token, so callers just send."""
+
     name: str
-    shows_actions: bool
+    shows_actions: bool  # whether offered() keeps any action at all
+
+    def offered(self, actions: Sequence[Action]) -> tuple[Action, ...]:
+        """The actions of these that this backend shows as buttons."""
+        ...
 
     def send(self, title: str, message: str, actions: Sequence[Action] = ()) -> None: ...
 
 
-class LogNotifier:
+class BaseNotifier:
+    """What every backend promises, in one place: redaction, no exception, no button it cannot
+    show. A backend only says how to show a notification (`show`)."""
+
+    name = "base"
+    shows_actions = False
+
+    def offered(self, actions: Sequence[Action]) -> tuple[Action, ...]:
+        return tuple(actions) if self.shows_actions else ()
+
+    def send(self, title: str, message: str, actions: Sequence[Action] = ()) -> None:
+        title, message = redact(title), redact(message)
+        try:
+            self.show(title, message, self.offered(actions))
+        except Exception as exc:  # a notification must never take down its caller
+            with contextlib.suppress(Exception):  # nor a log that cannot be written either
+                log.warning("Notification failed (%s); %s: %s", type(exc).__name__, title, message)
+
+    def show(self, title: str, message: str, actions: tuple[Action, ...]) -> None:
+        raise NotImplementedError
+
+
+class LogNotifier(BaseNotifier):
     """No notification service here: the log is where the user will look."""
 
     name = "log"
-    shows_actions = False
 
-    def send(self, title: str, message: str, actions: Sequence[Action] = ()) -> None:
+    def show(self, title: str, message: str, actions: tuple[Action, ...]) -> None:
         log.warning("%s: %s", title, message)
 
 
-class PlyerNotifier:
+class PlyerNotifier(BaseNotifier):
     """The fallback: plyer (notify-send or D-Bus on Linux, a balloon on Windows); no buttons."""
 
     name = "plyer"
-    shows_actions = False
 
     def __init__(self, icon_path: str = "") -> None:
         self.icon_path = icon_path
 
-    def send(self, title: str, message: str, actions: Sequence[Action] = ()) -> None:
+    def show(self, title: str, message: str, actions: tuple[Action, ...]) -> None:
         from plyer import notification
 
-        try:
-            notification.notify(title=title, message=message, app_name=APP,
-                                app_icon=self.icon_path, timeout=15)
-        except Exception as exc:  # plyer raises whatever its backend raises
-            log.warning("Notification failed (%s); %s: %s", type(exc).__name__, title, message)
+        notification.notify(title=title, message=message, app_name=APP, app_icon=self.icon_path,
+                            timeout=15)
 
 
-class MacNotifier:
+class MacNotifier(BaseNotifier):
     """plyer needs pyobjus on macOS, which rarely installs; osascript always exists there.
     (desktop-notifier's buttons there need a signed app bundle.)"""
 
     name = "osascript"
-    shows_actions = False
+    SCRIPT = "on run argv\ndisplay notification (item 2 of argv) with title (item 1 of argv)\nend run"
 
-    def send(self, title: str, message: str, actions: Sequence[Action] = ()) -> None:
-        script = "on run argv\ndisplay notification (item 2 of argv) with title (item 1 of argv)\nend run"
-        try:
-            subprocess.run(["osascript", "-e", script, title, message], check=False, timeout=10,
-                           capture_output=True)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("Notification failed (%s); %s: %s", exc, title, message)
+    def show(self, title: str, message: str, actions: tuple[Action, ...]) -> None:
+        result = subprocess.run(["osascript", "-e", self.SCRIPT, title, message], check=False,
+                                timeout=10, capture_output=True, text=True)
+        if result.returncode != 0:
+            said = (result.stderr or result.stdout).strip().splitlines()
+            raise OSError(said[-1] if said else f"osascript exit {result.returncode}")
 
 
-class ActionNotifier:
+class ActionNotifier(BaseNotifier):
     """Notifications with buttons through desktop-notifier (D-Bus on Linux, WinRT toasts on
     Windows). Its callbacks need a running asyncio loop: it gets its own thread, and a pressed
     button reaches `on_action` there; the handler must hand the work on (the tray's handlers
@@ -129,7 +154,7 @@ class ActionNotifier:
             self._loop = loop
             self._notifier = DesktopNotifier(app_name=APP, app_icon=None)
 
-    def send(self, title: str, message: str, actions: Sequence[Action] = ()) -> None:
+    def show(self, title: str, message: str, actions: tuple[Action, ...]) -> None:
         import asyncio
         import concurrent.futures
 
@@ -276,5 +301,4 @@ class NotificationPolicy:
     def _send(self, title: str, message: str, actions: Sequence[Action] = (), log_line: str = "") -> None:
         if log_line and self.log_episodes:
             log.warning("%s", redact(log_line))
-        usable = [a for a in actions if a.key in self.actions] if self.notifier.shows_actions else []
-        self.notifier.send(title, redact(message), usable)
+        self.notifier.send(title, redact(message), [a for a in actions if a.key in self.actions])

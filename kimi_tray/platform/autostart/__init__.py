@@ -29,16 +29,35 @@ class LaunchCommand:
 
 
 class AutostartBackend(Protocol):
+    """One way of starting kimi-tray. Each backend says what it would run, what its entry on
+    disk runs and how to fix it, so callers never ask which platform they are on."""
+
+    label: str  # its `doctor` line: "start on login", "daemon unit"...
+    starts: str  # what it starts, as `status` says it: "the tray at login"...
+    fix: str  # what rewrites a broken entry
+    extra_args: tuple[str, ...]  # what the entry adds after the program: () or ("daemon",)
+
     def enable(self) -> None: ...
 
-    def disable(self) -> None: ...
+    def disable(self) -> bool:
+        """Remove the entry; True when there was something of ours to remove."""
+        ...
 
     def is_enabled(self) -> bool: ...
 
     def location(self) -> str: ...
 
+    def intended_command(self) -> LaunchCommand:
+        """The command `enable()` writes (without extra_args)."""
+        ...
+
     def written_command(self) -> LaunchCommand | None:
-        """The command line the entry on disk would run (None when there is no entry)."""
+        """The command line the entry in place would run, without extra_args (None when there is
+        no entry or it cannot be read)."""
+        ...
+
+    def after_enable(self) -> str:
+        """What the user should know once the entry is written ('' when nothing)."""
         ...
 
 
@@ -54,9 +73,21 @@ class FileEntry:
     """An autostart entry that is one file (XDG .desktop, LaunchAgent plist): present means on."""
 
     path: Path
+    command: list[str]
+    workdir: str | None
+    label = "start on login"
+    starts = "the tray at login"
+    fix = "run `kimi-tray autostart on` to rewrite it"
+    extra_args: tuple[str, ...] = ()
 
     def content(self) -> bytes:
         raise NotImplementedError
+
+    def intended_command(self) -> LaunchCommand:
+        return LaunchCommand(tuple(self.command), self.workdir)
+
+    def after_enable(self) -> str:
+        return ""
 
     def enable(self) -> None:
         from kimi_tray.stores.fileio import atomic_write
@@ -64,8 +95,10 @@ class FileEntry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, self.content(), mode=0o644)
 
-    def disable(self) -> None:
+    def disable(self) -> bool:
+        existed = self.path.is_file() or self.path.is_symlink()
         self.path.unlink(missing_ok=True)
+        return existed
 
     def is_enabled(self) -> bool:
         return self.path.is_file()
@@ -143,10 +176,25 @@ def get_backend(platform: str | None = None) -> AutostartBackend:
     return XdgAutostart()
 
 
-def get_daemon_backend() -> AutostartBackend | None:
+def get_daemon_backend(platform: str | None = None) -> AutostartBackend | None:
     """Where one exists, the unit that starts the headless daemon (Linux: systemd user unit)."""
-    if sys.platform.startswith("linux"):
+    if (platform or sys.platform).startswith("linux"):
         from kimi_tray.platform.autostart.systemd import SystemdUnit
 
         return SystemdUnit()
     return None
+
+
+def all_backends(platform: str | None = None) -> list[AutostartBackend]:
+    """Everything that may start kimi-tray here: the login entry, the daemon unit, and (where
+    cron exists) install.sh's @reboot line. What status, doctor and uninstall look at."""
+    platform = platform or sys.platform
+    backends = [get_backend(platform)]
+    daemon = get_daemon_backend(platform)
+    if daemon is not None:
+        backends.append(daemon)
+    if not platform.startswith("win"):
+        from kimi_tray.platform.autostart.cron import CronReboot
+
+        backends.append(CronReboot())
+    return backends

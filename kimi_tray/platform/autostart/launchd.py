@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plistlib
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 from kimi_tray.platform.autostart import APP_ID, FileEntry, LaunchCommand, launch_spec
 
@@ -31,7 +32,7 @@ class LaunchAgent(FileEntry):
     def written_command(self) -> LaunchCommand | None:
         try:
             agent = plistlib.loads(self.path.read_bytes())
-        except (OSError, plistlib.InvalidFileException, ValueError):
+        except (OSError, plistlib.InvalidFileException, ValueError, ExpatError):  # cut-off XML too
             return None
         argv = agent.get("ProgramArguments") or []
         if not argv or not all(isinstance(arg, str) for arg in argv):

@@ -40,6 +40,11 @@ def systemctl(*args: str) -> bool:
 
 
 class SystemdUnit(FileEntry):
+    label = "daemon unit"
+    starts = "the daemon unit"
+    fix = "run `kimi-tray autostart on --daemon` to rewrite it"
+    extra_args: tuple[str, ...] = ("daemon",)
+
     def __init__(self, config_home: Path | None = None, command: list[str] | None = None,
                  workdir: str | None = None) -> None:
         base = config_home or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
@@ -86,7 +91,14 @@ class SystemdUnit(FileEntry):
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(self.path)
 
-    def disable(self) -> None:
+    def after_enable(self) -> str:
+        if user_session_available():
+            return ""
+        return ("No systemd user manager runs now: the unit starts when one does (at your next "
+                "login; at boot with `loginctl enable-linger $USER`). Until then: `kimi-tray daemon`.")
+
+    def disable(self) -> bool:
+        existed = self.path.exists() or self.wants_link().is_symlink()
         if self.path.exists() and user_session_available():
             systemctl("disable", "--now", UNIT_NAME)
             super().disable()
@@ -97,6 +109,7 @@ class SystemdUnit(FileEntry):
         link.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             link.parent.rmdir()  # only when empty: other units' links stay
+        return existed
 
     def is_enabled(self) -> bool:
         return self.path.is_file() and self.wants_link().is_symlink()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -83,6 +82,11 @@ def _winreg() -> Registry:
 
 
 class RunKey:
+    label = "start on login"
+    starts = "the tray at login"
+    fix = "run `kimi-tray autostart on` to rewrite it"
+    extra_args: tuple[str, ...] = ()
+
     def __init__(self, registry: Registry | None = None, command: list[str] | None = None) -> None:
         self.reg = registry if registry is not None else _winreg()
         self.command = command or with_checkout_on_path(launch_spec())
@@ -95,9 +99,13 @@ class RunKey:
         with self._open(write=True) as key:
             self.reg.SetValueEx(key, VALUE_NAME, 0, self.reg.REG_SZ, subprocess.list2cmdline(self.command))
 
-    def disable(self) -> None:
-        with self._open(write=True) as key, contextlib.suppress(FileNotFoundError):
-            self.reg.DeleteValue(key, VALUE_NAME)
+    def disable(self) -> bool:
+        with self._open(write=True) as key:
+            try:
+                self.reg.DeleteValue(key, VALUE_NAME)
+            except FileNotFoundError:
+                return False
+        return True
 
     def is_enabled(self) -> bool:
         return self.value() is not None
@@ -109,8 +117,17 @@ class RunKey:
             except FileNotFoundError:
                 return None
 
+    def intended_command(self) -> LaunchCommand:
+        return LaunchCommand(tuple(self.command))
+
+    def after_enable(self) -> str:
+        return ""
+
     def written_command(self) -> LaunchCommand | None:
-        value = self.value()
+        try:
+            value = self.value()
+        except OSError:  # the key cannot be read: no command we could name
+            return None
         argv = split_command_line(value) if value else []
         return LaunchCommand(tuple(argv)) if argv else None
 

@@ -1,11 +1,13 @@
 """The interface every OpenClaw backend implements, and what they share: the token OpenClaw
-gets, the problems they find, the backend that does nothing."""
+gets, the problems they find."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from kimi_tray.core.checks import Check
 from kimi_tray.stores.state import OpenClawView, fingerprint
 
 PROVIDER = "kimi"
@@ -34,10 +36,21 @@ class Problem:
 
 
 class OpenClawTarget(Protocol):
+    """A way of handing our token to OpenClaw. Each target answers for itself, so that its
+    callers never ask which kind it is."""
+
     @property
-    def mode(self) -> str: ...
+    def mode(self) -> str:
+        """A label for status output and OpenClawView.mode: cli, file, off, auto."""
+        ...
     @property
-    def restart_after_sync(self) -> bool: ...
+    def active(self) -> bool:
+        """Whether it hands anything to OpenClaw (False: sync is off; nothing to show or undo)."""
+        ...
+    @property
+    def restart_after_sync(self) -> bool:
+        """Whether the gateway must be restarted after a sync to read the new token."""
+        ...
 
     def describe(self) -> str: ...
 
@@ -47,28 +60,12 @@ class OpenClawTarget(Protocol):
 
     def restart_gateway(self) -> tuple[bool, str]: ...
 
-
-class OffTarget:
-    """No OpenClaw found (or sync turned off): a complete backend that does nothing."""
-
-    mode = "off"
-    restart_after_sync = False
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        self.problems: list[Problem] = []
-
-    def describe(self) -> str:
-        return f"OpenClaw sync off: {self.reason}"
-
-    def sync(self, token: Token, now: float) -> OpenClawView:
-        return OpenClawView(state="off", detail=self.reason, mode=self.mode, checked_at=now)
-
-    def inspect(self, token: Token, now: float) -> OpenClawView:
-        return self.sync(token, now)
-
-    def restart_gateway(self) -> tuple[bool, str]:
-        return False, "OpenClaw sync is off; there is no gateway to restart."
+    def doctor_checks(self, load_token: Callable[[], Token], last_view: OpenClawView,
+                      now: float) -> list[Check]:
+        """What `doctor` should report about this target, asked from OpenClaw itself.
+        load_token: the current Kimi token (may raise KimiTrayError); last_view: what the last
+        renewal's hand-off reported."""
+        ...
 
 
 def mask_matches(mask: str, token: str) -> bool:

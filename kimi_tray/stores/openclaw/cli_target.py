@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kimi_tray.core.checks import Check
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import OpenClawError
 from kimi_tray.stores.openclaw.base import (
@@ -17,6 +18,12 @@ from kimi_tray.stores.openclaw.base import (
     Token,
     holding_view,
     mask_matches,
+)
+from kimi_tray.stores.openclaw.checks import (
+    GATEWAY_NOT_RELOADED_DETAIL,
+    TokenLoader,
+    command_check,
+    holding_checks,
 )
 from kimi_tray.stores.openclaw.detect import KIMI_PROVIDERS, PLUGIN_FIX, Detector
 from kimi_tray.stores.openclaw.runner import Runner, last_line
@@ -34,14 +41,14 @@ CLI_FIRST_GUESS = 10.0
 CLI_SLOW_GUESS = 120.0  # no call measured yet and the Kimi plugin is missing
 PASTE_TIMEOUT = 240.0
 GATEWAY_NOT_RELOADED = "could not refresh"  # in paste-token's warning when no gateway took it
-GATEWAY_NOT_RELOADED_DETAIL = "no running gateway picked it up"
 
 
 class CliTarget:
     """Current OpenClaw (SQLite store): a `kimi` token profile written through its own CLI."""
 
     mode = "cli"
-    restart_after_sync = False
+    active = True
+    restart_after_sync = False  # paste-token reloads a running gateway itself
 
     def __init__(self, settings: Settings, memory: OpenClawMemory | None = None) -> None:
         self.runner = Runner(settings)
@@ -56,6 +63,10 @@ class CliTarget:
     @property
     def memory(self) -> OpenClawMemory:
         return self.detector.memory
+
+    @property
+    def holding_profile_id(self) -> str:
+        return self.profile_id
 
     def describe(self) -> str:
         return f"OpenClaw CLI ({' '.join(self.runner.command)}), profile {self.profile_id}"
@@ -182,6 +193,17 @@ class CliTarget:
 
     def restart_gateway(self) -> tuple[bool, str]:
         return self.runner.restart_gateway()
+
+    def doctor_checks(self, load_token: TokenLoader, last_view: OpenClawView,
+                      now: float) -> list[Check]:
+        """Nothing works without the openclaw command here; then the shared profile checks
+        (our problems already include the auth order)."""
+        return [command_check(self.runner.command[0], required=True),
+                *self.holding_checks(load_token, last_view, now)]
+
+    def holding_checks(self, load_token: TokenLoader, last_view: OpenClawView,
+                       now: float) -> list[Check]:
+        return holding_checks(self, self.runner, self.memory, load_token, last_view, now)
 
 
 def auth_order_problems(report: dict[str, Any], provider: str, ours: str) -> list[Problem]:

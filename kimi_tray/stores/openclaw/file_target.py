@@ -7,14 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kimi_tray.core.checks import Check
 from kimi_tray.core.config import Settings
-from kimi_tray.core.errors import LocalFileError, OpenClawError
+from kimi_tray.core.errors import KimiTrayError, LocalFileError, OpenClawError
 from kimi_tray.stores.fileio import atomic_write, dump_json_like, read_json_object
 from kimi_tray.stores.openclaw.base import LEGACY_PROVIDER, PROVIDER, Problem, Token, holding_view
+from kimi_tray.stores.openclaw.checks import TokenLoader, command_check, holding_checks
+from kimi_tray.stores.openclaw.cli_target import auth_order_problems
 from kimi_tray.stores.openclaw.detect import KIMI_PROVIDERS
 from kimi_tray.stores.openclaw.lock import openclaw_lock
 from kimi_tray.stores.openclaw.runner import Runner
-from kimi_tray.stores.state import OpenClawView
+from kimi_tray.stores.state import OpenClawMemory, OpenClawView
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +28,13 @@ class LegacyFileTarget:
     OpenClaw's paste-token made one, `kimi:oauth` (token) current, plus the `models.json` copy."""
 
     mode = "file"
-    restart_after_sync = True
+    active = True
+    restart_after_sync = True  # a running 2026.6.x gateway reads the file only when it starts
 
-    def __init__(self, settings: Settings, lock_wait: float | None = None) -> None:
+    def __init__(self, settings: Settings, lock_wait: float | None = None,
+                 memory: OpenClawMemory | None = None) -> None:
         self.runner = Runner(settings)
+        self.memory = memory if memory is not None else OpenClawMemory()
         self.state_dir = settings.openclaw_state_dir
         self.profile_id = settings.openclaw_legacy_profile_id
         self.token_profile_id = settings.openclaw_profile_id
@@ -169,6 +175,26 @@ class LegacyFileTarget:
 
     def restart_gateway(self) -> tuple[bool, str]:
         return self.runner.restart_gateway()
+
+    def doctor_checks(self, load_token: TokenLoader, last_view: OpenClawView,
+                      now: float) -> list[Check]:
+        """The file works without the openclaw command (a warning); with it, OpenClaw also
+        says which profile it uses first."""
+        return [command_check(self.runner.command[0], required=False),
+                *self.holding_checks(load_token, last_view, now)]
+
+    def holding_checks(self, load_token: TokenLoader, last_view: OpenClawView,
+                       now: float) -> list[Check]:
+        return holding_checks(self, self.runner, self.memory, load_token, last_view, now,
+                              self._auth_order_problems)
+
+    def _auth_order_problems(self, ours: str) -> list[Problem]:
+        try:
+            report = self.runner.json(["models", "status", "--json"])
+        except KimiTrayError as exc:
+            return [Problem(str(exc), "openclaw doctor", fatal=False, check="openclaw auth order")]
+        provider = LEGACY_PROVIDER if ours == self.profile_id else PROVIDER
+        return auth_order_problems(report, provider, ours)
 
 
 def _profile_token(profile: dict[str, Any]) -> Any:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import shutil
 
+from kimi_tray.core.checks import Check
 from kimi_tray.core.config import Settings
-from kimi_tray.stores.openclaw.base import OffTarget, OpenClawTarget, Problem, Token
+from kimi_tray.core.errors import KimiTrayError
+from kimi_tray.stores.openclaw.base import OpenClawTarget, Problem, Token
+from kimi_tray.stores.openclaw.checks import TokenLoader, command_check
 from kimi_tray.stores.openclaw.cli_target import CliTarget
 from kimi_tray.stores.openclaw.file_target import LegacyFileTarget, legacy_profiles_path
+from kimi_tray.stores.openclaw.off_target import OffTarget
 from kimi_tray.stores.state import OpenClawMemory, OpenClawView
 
 
@@ -20,11 +24,13 @@ class AutoTarget:
     """Asks OpenClaw which generation it is at each sync (`--version` is cheap; the rest is
     cached per version) and hands over to that backend."""
 
+    active = True
+
     def __init__(self, settings: Settings, memory: OpenClawMemory) -> None:
         self.settings = settings
         self.memory = memory
         self.cli = CliTarget(settings, memory)
-        self.file = LegacyFileTarget(settings)
+        self.file = LegacyFileTarget(settings, memory=memory)
         self.detector = self.cli.detector
 
     @property
@@ -61,6 +67,22 @@ class AutoTarget:
     def restart_gateway(self) -> tuple[bool, str]:
         return self.current.restart_gateway()
 
+    def doctor_checks(self, load_token: TokenLoader, last_view: OpenClawView,
+                      now: float) -> list[Check]:
+        """Which generation OpenClaw says it is, then the checks of the target for it."""
+        checks = [command_check(self.cli.runner.command[0], required=False)]
+        try:
+            current = self.resolve()
+        except KimiTrayError as exc:
+            return checks + [Check("fail", "openclaw generation", str(exc),
+                                   "run `openclaw doctor` and fix what it reports")]
+        how = ("credentials in SQLite, written with `openclaw models auth paste-token`"
+               if current is self.cli else
+               "credentials in auth-profiles.json, written under OpenClaw's lock; the gateway "
+               "restarts after each renewal")
+        checks.append(Check("ok", "openclaw generation", f"{self.memory.version}: {how}"))
+        return checks + current.holding_checks(load_token, last_view, now)
+
 
 def choose_target(settings: Settings, memory: OpenClawMemory | None = None) -> OpenClawTarget:
     """`auto`: what OpenClaw says (AutoTarget); without the openclaw command, the JSON file if
@@ -68,14 +90,15 @@ def choose_target(settings: Settings, memory: OpenClawMemory | None = None) -> O
     memory = memory if memory is not None else OpenClawMemory()
     mode = settings.openclaw_mode
     if mode == "off":
-        return OffTarget("turned off in the configuration")
+        return OffTarget("turned off in the configuration", settings.openclaw_command[0])
     if mode == "cli":
         return CliTarget(settings, memory)
     if mode == "file":
-        return LegacyFileTarget(settings)
+        return LegacyFileTarget(settings, memory=memory)
     state_dir = settings.openclaw_state_dir
     if shutil.which(settings.openclaw_command[0]) is not None:
         return AutoTarget(settings, memory)
     if legacy_profiles_path(state_dir, settings.openclaw_agents[0]).exists():
-        return LegacyFileTarget(settings)
-    return OffTarget(f"no OpenClaw state in {state_dir} and no openclaw command on PATH")
+        return LegacyFileTarget(settings, memory=memory)
+    return OffTarget(f"no OpenClaw state in {state_dir} and no openclaw command on PATH",
+                     settings.openclaw_command[0])
