@@ -15,7 +15,9 @@ from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import LoginNeeded, TransientError
 from kimi_tray.core.health import Health
-from kimi_tray.engine.renewer import Renewer, backoff_delay
+from kimi_tray.engine.commands import RememberForcedLoginWarning, RenewNow
+from kimi_tray.engine.renewal import backoff_delay
+from kimi_tray.engine.scheduler import Engine
 from kimi_tray.stores.openclaw import legacy_profiles_path
 from kimi_tray.stores.state import StateStore, fingerprint
 from tests.conftest import SUPPORT, calls, kimi_file, read_json, write_credentials
@@ -28,18 +30,18 @@ def seed(home: Path, server: FakeKimiOAuth, clock: FakeClock, left: float) -> di
     return tokens
 
 
-def renewer(settings: Settings, clock: FakeClock, **kw) -> Renewer:
-    return Renewer(settings, clock=clock, rng=lambda: 0.5, **kw)
+def renewer(settings: Settings, clock: FakeClock, **kw) -> Engine:
+    return Engine(settings, clock=clock, rng=lambda: 0.5, **kw)
 
 
 def test_refresh_waits_for_the_margin_then_rotates(settings, home, oauth_server) -> None:
     clock = FakeClock()
     seed(home, oauth_server, clock, left=900)
     engine = renewer(settings, clock)
-    creds, renewed = engine.refresh_once()
+    creds, renewed = engine.renewal.refresh_once()
     assert not renewed and oauth_server.refresh_calls == 0, "a fresh token is left alone"
     clock.advance(451)  # 449 s left: inside max(300, 450)
-    creds, renewed = engine.refresh_once()
+    creds, renewed = engine.renewal.refresh_once()
     assert renewed and oauth_server.successful_refreshes == 1
     data = read_json(kimi_file(home))
     assert data["refresh_token"] == creds.refresh_token and data["user_field"] == "kept"
@@ -54,7 +56,7 @@ def test_another_process_refreshing_under_the_lock_is_respected(settings, home, 
         [sys.executable, str(SUPPORT / "kimi_cli_standin.py"), str(kimi_file(home)), "flock", "1.5",
          oauth_server.url], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
-    creds, renewed = renewer(settings, clock).refresh_once()
+    creds, renewed = renewer(settings, clock).renewal.refresh_once()
     proc.wait(10)
     assert not renewed, "the token the other process wrote is fresh: no second refresh"
     assert oauth_server.refresh_calls == 1, "only the other process called the server"
@@ -71,15 +73,15 @@ def test_rejected_token_rereads_file_and_uses_the_rotated_one(settings, home, oa
     # Simulate a program that ignores locks: it rotates between our read and our request.
     rotated = oauth_server.issue()
     oauth_server.valid_refresh.discard(tokens["refresh_token"])
-    original_refresh = engine.oauth.refresh
+    original_refresh = engine.renewal.oauth.refresh
 
     def refresh_then_rewrite(refresh_token: str, timeout=None):
         if refresh_token == tokens["refresh_token"]:
             write_credentials(kimi_file(home), rotated, clock.now() + 100)
         return original_refresh(refresh_token, timeout)
 
-    engine.oauth.refresh = refresh_then_rewrite  # the edge: inject the race deterministically
-    creds, renewed = engine.refresh_once()
+    engine.renewal.oauth.refresh = refresh_then_rewrite  # the edge: inject the race deterministically
+    creds, renewed = engine.renewal.refresh_once()
     assert renewed and creds.refresh_token not in (tokens["refresh_token"], rotated["refresh_token"])
 
 
@@ -183,7 +185,7 @@ def test_background_thread_sleeps_until_due_and_wakes_on_request(settings, home,
         clock.advance(engine.step())
     assert oauth_server.successful_refreshes == 1
     assert statuses[-1].health is Health.FRESH
-    engine.request_renew()
+    engine.send(RenewNow())
     engine.step()
     assert oauth_server.successful_refreshes == 2, "Renew now refreshes even a fresh token"
     done = threading.Event()
@@ -212,12 +214,14 @@ def test_daemon_loop_keeps_trying_while_showing_the_error(settings, home, oauth_
     seed(home, oauth_server, clock, left=400)
     oauth_server.fail_always("503", 8)
     engine = renewer(settings.with_overrides(openclaw_mode="off"), clock)
-    healths = []
+    statuses = []
     for _ in range(40):
         clock.advance(engine.step())
-        healths.append((engine.status.health, engine.status.failures))
-    assert any(f > 0 for _, f in healths)
-    assert "renewal failing" in "".join(s for s in [engine.status.message]) or engine.status.failures == 0
+        statuses.append(engine.status)
+    failing = [status for status in statuses if status.failures > 0]
+    assert failing, "the first attempts fail"
+    assert all(status.message.startswith("renewal failing: ") for status in failing), \
+        "while it fails, the status says so"
     assert oauth_server.successful_refreshes >= 1
     assert engine.status.health is Health.FRESH and engine.status.failures == 0
 
@@ -235,8 +239,10 @@ def test_state_file_holds_fingerprints_not_tokens(settings, home, oauth_server) 
 def test_forced_login_warning_time_is_persisted(settings, home, oauth_server) -> None:
     clock = FakeClock()
     seed(home, oauth_server, clock, left=900)
-    renewer(settings, clock).remember_forced_login_warning(clock.now())
-    assert renewer(settings, clock).state.last_forced_login_warning == clock.now()
+    engine = renewer(settings, clock)
+    engine.send(RememberForcedLoginWarning(clock.now()))
+    engine.step()
+    assert renewer(settings, clock).status.last_forced_login_warning == clock.now()
 
 
 def test_openclaw_is_handed_the_newest_token_on_disk_never_an_older_one(settings, home, oauth_server,
@@ -248,9 +254,9 @@ def test_openclaw_is_handed_the_newest_token_on_disk_never_an_older_one(settings
     seed(home, oauth_server, clock, left=100)
     cli = settings.with_overrides(openclaw_mode="cli")
     slower, faster = renewer(cli, clock), renewer(cli, clock)
-    older, _ = slower.refresh_once(force=True)
+    older, _ = slower.renewal.refresh_once(force=True)
     clock.advance(20)  # past the minimum gap between two refreshes
-    newer, _ = faster.refresh_once(force=True)
+    newer, _ = faster.renewal.refresh_once(force=True)
     assert newer.expires_at > older.expires_at
     faster.sync_openclaw(newer)
     view, _ = slower.sync_openclaw(older)

@@ -49,13 +49,18 @@ class BackgroundCall(Generic[T]):
             outcome = self._unexpected(exc)
         with self._lock:
             self._outcome = outcome
-            self._done.set()
             late = self._abandoned
-        if late and self._on_late is not None and not isinstance(outcome, KimiTrayError):
-            try:
-                self._on_late(outcome)
-            except Exception:
-                log.exception("Could not keep a late answer")
+            if not late:
+                self._done.set()
+        if late:
+            # Done only once the late answer is kept: a caller that waits for this call (before
+            # sending the same refresh token again) must find the token it brought.
+            if self._on_late is not None and not isinstance(outcome, KimiTrayError):
+                try:
+                    self._on_late(outcome)
+                except Exception:
+                    log.exception("Could not keep a late answer")
+            self._done.set()
         self._on_done()
 
     @property
