@@ -106,7 +106,7 @@ class Engine(Owned):
         self._stop = threading.Event()
         self._inbox: deque[Command | Report] = deque()  # appended from any thread, taken by ours
         self._listeners: list[Listener] = []
-        self._thread: threading.Thread | None = None
+        self._thread = threading.Thread(target=self.run, name=THREAD_NAME, daemon=True)
         self.memory = Memory(settings.state_dir)
         self.renewal = Renewal(settings, self.clock, self.memory, oauth, source, wake=self._wake.set)
         self.handoff = Handoff(settings, self.clock, self.memory, target)
@@ -150,17 +150,16 @@ class Engine(Owned):
         self._listeners.append(listener)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self.send(Stop())
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     def join(self, timeout: float) -> bool:
         """Wait for the engine thread; True while it is still running."""
-        if self._thread is None:
+        if self._thread.ident is None:
             return False
         self._thread.join(timeout)
         return self._thread.is_alive()
