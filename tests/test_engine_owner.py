@@ -177,7 +177,8 @@ def test_every_change_of_engine_state_happens_on_the_engine_thread(settings: Set
             sender.join()
         assert wait_for(lambda: oauth_server.successful_refreshes == 1, timeout=15)
         write_credentials(path, oauth_server.issue(), time.time() + 870)  # the watcher's thread reports it
-        faces.wait(lambda s: s.expires_at is not None and abs(s.expires_at - read_json(path)["expires_at"]) < 1)
+        written = read_json(path)["expires_at"]
+        faces.wait(lambda s: s.expires_at == written)
 
         oauth_server.device_script = ["pending"]
         threading.Thread(target=handle.send, args=(StartLogin(),), name="face-login").start()

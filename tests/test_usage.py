@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from kimi_tray.engine.usage_policy import FetchPolicy
 
 from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings, load_settings
@@ -22,6 +21,7 @@ from kimi_tray.core.health import Health
 from kimi_tray.engine.commands import FetchUsage, RenewNow, WatchUsage
 from kimi_tray.engine.scheduler import Engine
 from kimi_tray.engine.usage_alerts import UsageAlerts
+from kimi_tray.engine.usage_policy import FetchPolicy
 from kimi_tray.kimi.usage_client import UsageClient, UsageUnauthorized
 from kimi_tray.kimi.usage_model import (
     Usage,
