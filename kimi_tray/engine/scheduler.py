@@ -182,7 +182,9 @@ class Engine(Owned):
             self._login_worker.cancel.set()
 
     def step(self) -> float:
-        """Act on the commands queued, then do whatever is due; return how long to sleep."""
+        """Act on the commands queued, then do whatever is due; return how long to sleep.
+
+        Run by the engine thread, or by a test or benchmark that drives an engine with no thread."""
         now = self.clock.now()
         self._detect_resume(now)
         requested = self._take_commands()
@@ -352,7 +354,7 @@ class Engine(Owned):
         creds = self._creds
         if (not self.settings.usage_enabled or creds is None or self._load_error or self._login_active()
                 or not creds.access_token or creds.expires_at <= now
-                or login_needed_reason(self._facts(now))):
+                or self._login_needed(now)):
             return None
         return creds.access_token
 
@@ -384,6 +386,12 @@ class Engine(Owned):
             self._load_error = str(exc)
         return True
 
+    def _login_needed(self, now: float) -> str:
+        """Why a new login is needed, or "" (the builder's rule, without building a whole Status)."""
+        state = self.memory.state
+        return login_needed_reason(Facts(now, str(self.renewal.source.path), self._creds, self._load_error,
+                                         state.dead_refresh_fp, state.dead_reason))
+
     def _facts(self, now: float) -> Facts:
         state = self.memory.state
         return Facts(
@@ -411,7 +419,7 @@ class Engine(Owned):
         creds = self._creds
         return (
             creds is not None
-            and not login_needed_reason(self._facts(now))
+            and not self._login_needed(now)
             and now >= self._due_at(creds, now)
             and now >= self._next_attempt
             and now >= self._gap_ends(now)
@@ -445,7 +453,7 @@ class Engine(Owned):
     def _sync_openclaw_if_needed(self) -> None:
         """Hand OpenClaw a token it does not hold yet (ours, or one another program renewed)."""
         creds, now = self._creds, self.clock.now()
-        if creds is None or login_needed_reason(self._facts(now)) or creds.expires_at <= now \
+        if creds is None or self._login_needed(now) or creds.expires_at <= now \
                 or not self.handoff.due(creds):
             return
         self._publish()
