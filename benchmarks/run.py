@@ -139,7 +139,7 @@ def refresh_latency(server: LoopbackOAuth, runs: int = 200) -> tuple[float, floa
     for _ in range(runs):
         started = time.perf_counter()
         creds, _ = engine.renewal.refresh_once(force=True)
-        target.sync(Token(creds.access_token, creds.refresh_token, creds.expires_at), time.time())
+        target.sync(Token(creds.access_token, creds.expires_at), time.time())
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
