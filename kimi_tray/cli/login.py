@@ -33,14 +33,12 @@ class _LoginWatch:
     def __init__(self) -> None:
         self.status: Status | None = None
         self.ended = threading.Event()
-        self.changed = threading.Event()
 
     def on_status(self, status: Status) -> None:
         self.status = status
         login = status.login
         if login is not None and not login.active:
             self.ended.set()
-        self.changed.set()
 
     @property
     def login(self) -> LoginView | None:
