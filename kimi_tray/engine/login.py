@@ -103,9 +103,6 @@ class LoginWorker:
         self._thread.start()
         return self
 
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
     def _run(self) -> None:
         oauth, source, lock_timeout, lock_disabled, clock, report = self._run_args
         attempt = self.attempt
