@@ -37,7 +37,8 @@ from benchmarks.fakes import (  # noqa: E402
     write_fake_openclaw,
 )
 from kimi_tray.core.config import load_settings  # noqa: E402
-from kimi_tray.engine.renewer import Renewer  # noqa: E402
+from kimi_tray.engine.commands import WatchUsage  # noqa: E402
+from kimi_tray.engine.scheduler import Engine  # noqa: E402
 from kimi_tray.stores.openclaw import LegacyFileTarget, Token, legacy_profiles_path  # noqa: E402
 
 WEEK = 7 * 86400
@@ -77,7 +78,7 @@ def simulated_week(server: LoopbackOAuth) -> dict[str, dict[str, str]]:
         state_dir=home / "state", log_dir=home / "log", openclaw_mode="file",
         openclaw_command=(str(Path(env["PATH"].split(os.pathsep)[0]) / "openclaw"),))
     profiles = legacy_profiles_path(settings.openclaw_state_dir, "main")
-    engine = Renewer(settings, clock=clock)
+    engine = Engine(settings, clock=clock)
     start, valid, last = clock.now(), 0.0, clock.now()
     before = server.successful_refreshes
     while clock.now() - start < WEEK:
@@ -118,9 +119,9 @@ def simulated_usage_day(server: LoopbackOAuth) -> dict[str, float]:
         home, env = make_home(server, clock.now() + LIFETIME)
         settings = load_settings(env).with_overrides(state_dir=home / "state", log_dir=home / "log",
                                                      openclaw_mode="off")
-        engine = Renewer(settings, clock=clock)
+        engine = Engine(settings, clock=clock)
         if mode == "tray":
-            engine.watch_usage()
+            engine.send(WatchUsage())
         before, start = USAGE.count, clock.now()
         while clock.now() - start < 86400:
             clock.advance(min(engine.step(), start + 86400 - clock.now()))
@@ -132,13 +133,13 @@ def refresh_latency(server: LoopbackOAuth, runs: int = 200) -> tuple[float, floa
     home, env = make_home(server, time.time() + LIFETIME)
     settings = load_settings(env).with_overrides(state_dir=home / "state", log_dir=home / "log",
                                                  openclaw_mode="file")
-    engine = Renewer(settings)
+    engine = Engine(settings)
     target = LegacyFileTarget(settings)
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        creds, _ = engine.refresh_once(force=True)
-        target.sync(Token(creds.access_token, creds.refresh_token, creds.expires_at), time.time())
+        creds, _ = engine.renewal.refresh_once(force=True)
+        target.sync(Token(creds.access_token, creds.expires_at), time.time())
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]

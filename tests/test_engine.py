@@ -15,7 +15,9 @@ from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import LoginNeeded, TransientError
 from kimi_tray.core.health import Health
-from kimi_tray.engine.renewer import Renewer, backoff_delay
+from kimi_tray.engine.commands import RememberForcedLoginWarning, RenewNow
+from kimi_tray.engine.renewal import backoff_delay
+from kimi_tray.engine.scheduler import Engine
 from kimi_tray.stores.openclaw import legacy_profiles_path
 from kimi_tray.stores.state import StateStore, fingerprint
 from tests.conftest import SUPPORT, calls, kimi_file, read_json, write_credentials
@@ -28,18 +30,18 @@ def seed(home: Path, server: FakeKimiOAuth, clock: FakeClock, left: float) -> di
     return tokens
 
 
-def renewer(settings: Settings, clock: FakeClock, **kw) -> Renewer:
-    return Renewer(settings, clock=clock, rng=lambda: 0.5, **kw)
+def make_engine(settings: Settings, clock: FakeClock, **kw) -> Engine:
+    return Engine(settings, clock=clock, rng=lambda: 0.5, **kw)
 
 
 def test_refresh_waits_for_the_margin_then_rotates(settings, home, oauth_server) -> None:
     clock = FakeClock()
     seed(home, oauth_server, clock, left=900)
-    engine = renewer(settings, clock)
-    creds, renewed = engine.refresh_once()
+    engine = make_engine(settings, clock)
+    creds, renewed = engine.renewal.refresh_once()
     assert not renewed and oauth_server.refresh_calls == 0, "a fresh token is left alone"
     clock.advance(451)  # 449 s left: inside max(300, 450)
-    creds, renewed = engine.refresh_once()
+    creds, renewed = engine.renewal.refresh_once()
     assert renewed and oauth_server.successful_refreshes == 1
     data = read_json(kimi_file(home))
     assert data["refresh_token"] == creds.refresh_token and data["user_field"] == "kept"
@@ -54,7 +56,7 @@ def test_another_process_refreshing_under_the_lock_is_respected(settings, home, 
         [sys.executable, str(SUPPORT / "kimi_cli_standin.py"), str(kimi_file(home)), "flock", "1.5",
          oauth_server.url], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
-    creds, renewed = renewer(settings, clock).refresh_once()
+    creds, renewed = make_engine(settings, clock).renewal.refresh_once()
     proc.wait(10)
     assert not renewed, "the token the other process wrote is fresh: no second refresh"
     assert oauth_server.refresh_calls == 1, "only the other process called the server"
@@ -67,19 +69,19 @@ def test_rejected_token_rereads_file_and_uses_the_rotated_one(settings, home, oa
     """Another program rotated the token without our lock: invalid_grant, then the file has a new one."""
     clock = FakeClock()
     tokens = seed(home, oauth_server, clock, left=100)
-    engine = renewer(settings, clock)
+    engine = make_engine(settings, clock)
     # Simulate a program that ignores locks: it rotates between our read and our request.
     rotated = oauth_server.issue()
     oauth_server.valid_refresh.discard(tokens["refresh_token"])
-    original_refresh = engine.oauth.refresh
+    original_refresh = engine.renewal.oauth.refresh
 
     def refresh_then_rewrite(refresh_token: str, timeout=None):
         if refresh_token == tokens["refresh_token"]:
             write_credentials(kimi_file(home), rotated, clock.now() + 100)
         return original_refresh(refresh_token, timeout)
 
-    engine.oauth.refresh = refresh_then_rewrite  # the edge: inject the race deterministically
-    creds, renewed = engine.refresh_once()
+    engine.renewal.oauth.refresh = refresh_then_rewrite  # the edge: inject the race deterministically
+    creds, renewed = engine.renewal.refresh_once()
     assert renewed and creds.refresh_token not in (tokens["refresh_token"], rotated["refresh_token"])
 
 
@@ -88,12 +90,12 @@ def test_dead_token_means_needs_login_files_untouched_and_remembered(settings, h
     seed(home, oauth_server, clock, left=100)
     before = kimi_file(home).read_bytes()
     oauth_server.revoke_all()
-    engine = renewer(settings, clock)
+    engine = make_engine(settings, clock)
     with pytest.raises(LoginNeeded):
         engine.renew()
     assert kimi_file(home).read_bytes() == before
     assert engine.snapshot().health is Health.NEEDS_LOGIN
-    fresh = renewer(settings, clock)  # a new process remembers
+    fresh = make_engine(settings, clock)  # a new process remembers
     assert fresh.snapshot().health is Health.NEEDS_LOGIN
     seed(home, oauth_server, clock, left=900)  # an outside login clears it
     assert fresh.snapshot().health is Health.FRESH
@@ -104,7 +106,7 @@ def test_renew_retries_transient_faults_then_succeeds(settings, home, oauth_serv
     seed(home, oauth_server, clock, left=100)
     oauth_server.fail_next("500", "429:20", "drop")
     started = clock.monotonic()
-    result = renewer(settings, clock).renew()
+    result = make_engine(settings, clock).renew()
     assert result.renewed and oauth_server.successful_refreshes == 1
     waited = clock.monotonic() - started
     assert waited >= 20, "Retry-After is honoured"
@@ -116,7 +118,7 @@ def test_renew_gives_up_in_bounded_time(settings, home, oauth_server) -> None:
     oauth_server.fail_always("500", 1000)
     started = clock.monotonic()
     with pytest.raises(TransientError, match="Gave up after"):
-        renewer(settings, clock).renew()
+        make_engine(settings, clock).renew()
     assert clock.monotonic() - started < 60
 
 
@@ -134,7 +136,7 @@ def test_failed_openclaw_sync_keeps_the_renewed_kimi_credentials(settings, home,
     monkeypatch.setenv("FAKE_OPENCLAW_LOG", env["FAKE_OPENCLAW_LOG"])
     clock = FakeClock(start=__import__("time").time())
     seed(home, oauth_server, clock, left=100)
-    result = renewer(settings.with_overrides(openclaw_mode="cli"), clock).renew()
+    result = make_engine(settings.with_overrides(openclaw_mode="cli"), clock).renew()
     assert result.renewed and result.openclaw.state == "error"
     assert "gateway exploded" in result.openclaw.detail
     assert read_json(kimi_file(home))["refresh_token"] == result.credentials.refresh_token
@@ -148,7 +150,7 @@ def test_seven_days_of_tokens_keep_openclaw_valid(settings, home, oauth_server, 
     profiles = legacy_profiles_path(settings.openclaw_state_dir, "main")
     profiles.parent.mkdir(parents=True)
     profiles.write_text(json.dumps({"version": 1, "profiles": {"other:x": {"type": "api_key"}}}))
-    engine = renewer(settings.with_overrides(openclaw_mode="file"), clock)
+    engine = make_engine(settings.with_overrides(openclaw_mode="file"), clock)
     expired_seconds = 0.0
     last = clock.now()
     start = clock.now()
@@ -174,7 +176,7 @@ def test_seven_days_of_tokens_keep_openclaw_valid(settings, home, oauth_server, 
 def test_background_thread_sleeps_until_due_and_wakes_on_request(settings, home, oauth_server):
     clock = FakeClock()
     seed(home, oauth_server, clock, left=900)
-    engine = renewer(settings.with_overrides(openclaw_mode="off"), clock)
+    engine = make_engine(settings.with_overrides(openclaw_mode="off"), clock)
     statuses = []
     engine.add_listener(statuses.append)
     delay = engine.step()
@@ -183,7 +185,7 @@ def test_background_thread_sleeps_until_due_and_wakes_on_request(settings, home,
         clock.advance(engine.step())
     assert oauth_server.successful_refreshes == 1
     assert statuses[-1].health is Health.FRESH
-    engine.request_renew()
+    engine.send(RenewNow())
     engine.step()
     assert oauth_server.successful_refreshes == 2, "Renew now refreshes even a fresh token"
     done = threading.Event()
@@ -198,7 +200,7 @@ def test_resume_from_sleep_is_noticed(settings, home, oauth_server, caplog) -> N
     caplog.set_level(logging.INFO)
     clock = FakeClock()
     seed(home, oauth_server, clock, left=900)
-    engine = renewer(settings.with_overrides(openclaw_mode="off"), clock)
+    engine = make_engine(settings.with_overrides(openclaw_mode="off"), clock)
     engine.step()
     clock.jump_wall(3 * 3600)  # the laptop slept three hours: token long expired
     engine.step()
@@ -211,13 +213,15 @@ def test_daemon_loop_keeps_trying_while_showing_the_error(settings, home, oauth_
     clock = FakeClock()
     seed(home, oauth_server, clock, left=400)
     oauth_server.fail_always("503", 8)
-    engine = renewer(settings.with_overrides(openclaw_mode="off"), clock)
-    healths = []
+    engine = make_engine(settings.with_overrides(openclaw_mode="off"), clock)
+    statuses = []
     for _ in range(40):
         clock.advance(engine.step())
-        healths.append((engine.status.health, engine.status.failures))
-    assert any(f > 0 for _, f in healths)
-    assert "renewal failing" in "".join(s for s in [engine.status.message]) or engine.status.failures == 0
+        statuses.append(engine.status)
+    failing = [status for status in statuses if status.failures > 0]
+    assert failing, "the first attempts fail"
+    assert all(status.message.startswith("renewal failing: ") for status in failing), \
+        "while it fails, the status says so"
     assert oauth_server.successful_refreshes >= 1
     assert engine.status.health is Health.FRESH and engine.status.failures == 0
 
@@ -227,7 +231,7 @@ def test_state_file_holds_fingerprints_not_tokens(settings, home, oauth_server) 
     tokens = seed(home, oauth_server, clock, left=100)
     oauth_server.revoke_all()
     with pytest.raises(LoginNeeded):
-        renewer(settings, clock).renew()
+        make_engine(settings, clock).renew()
     text = StateStore(settings.state_dir).path.read_text()
     assert tokens["refresh_token"] not in text and fingerprint(tokens["refresh_token"]) in text
 
@@ -235,8 +239,10 @@ def test_state_file_holds_fingerprints_not_tokens(settings, home, oauth_server) 
 def test_forced_login_warning_time_is_persisted(settings, home, oauth_server) -> None:
     clock = FakeClock()
     seed(home, oauth_server, clock, left=900)
-    renewer(settings, clock).remember_forced_login_warning(clock.now())
-    assert renewer(settings, clock).state.last_forced_login_warning == clock.now()
+    engine = make_engine(settings, clock)
+    engine.send(RememberForcedLoginWarning(clock.now()))
+    engine.step()
+    assert make_engine(settings, clock).status.last_forced_login_warning == clock.now()
 
 
 def test_openclaw_is_handed_the_newest_token_on_disk_never_an_older_one(settings, home, oauth_server,
@@ -247,10 +253,10 @@ def test_openclaw_is_handed_the_newest_token_on_disk_never_an_older_one(settings
     clock = FakeClock(start=__import__("time").time())
     seed(home, oauth_server, clock, left=100)
     cli = settings.with_overrides(openclaw_mode="cli")
-    slower, faster = renewer(cli, clock), renewer(cli, clock)
-    older, _ = slower.refresh_once(force=True)
+    slower, faster = make_engine(cli, clock), make_engine(cli, clock)
+    older, _ = slower.renewal.refresh_once(force=True)
     clock.advance(20)  # past the minimum gap between two refreshes
-    newer, _ = faster.refresh_once(force=True)
+    newer, _ = faster.renewal.refresh_once(force=True)
     assert newer.expires_at > older.expires_at
     faster.sync_openclaw(newer)
     view, _ = slower.sync_openclaw(older)

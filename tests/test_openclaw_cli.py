@@ -72,13 +72,13 @@ def test_engine_does_not_paste_again_for_a_problem_pasting_cannot_fix(settings, 
                                                                       env, monkeypatch) -> None:
     """A missing Kimi plugin is reported once per token, not retried every 30 s."""
     from kimi_tray.core.clock import FakeClock
-    from kimi_tray.engine.renewer import Renewer
+    from kimi_tray.engine.scheduler import Engine
 
     monkeypatch.setenv("FAKE_OPENCLAW_LOG", env["FAKE_OPENCLAW_LOG"])
     monkeypatch.setenv("FAKE_OPENCLAW_NO_KIMI_PLUGIN", "1")
     clock = FakeClock(start=time.time())
     write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 900)
-    engine = Renewer(settings, clock=clock, rng=lambda: 0.5)
+    engine = Engine(settings, clock=clock, rng=lambda: 0.5)
     for _ in range(5):
         clock.advance(engine.step())
     assert engine.status.openclaw == "error" and "plugin" in engine.status.openclaw_detail

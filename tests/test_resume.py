@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.core.clock import FakeClock
-from kimi_tray.engine.renewer import RESUME_RETRY, Renewer
+from kimi_tray.engine.commands import Resumed
+from kimi_tray.engine.scheduler import RESUME_RETRY, Engine
 from kimi_tray.platform.resume import (
     PBT_APMRESUMEAUTOMATIC,
     PBT_APMRESUMESUSPEND,
@@ -180,15 +181,15 @@ def test_after_resume_a_failing_network_is_retried_quickly(settings, oauth_serve
     clock = FakeClock()
     path = kimi_file(Path(settings.kimi_share_dir).parent)
     write_credentials(path, oauth_server.issue(), clock.now() - 10)  # expired
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 1.0)
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 1.0)
     oauth_server.fail_next("drop")
     assert engine.step() >= 5.0  # no resume: the usual backoff
 
     write_credentials(path, oauth_server.issue(), clock.now() + 880)
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 1.0)
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 1.0)
     engine.step()
     clock.jump_wall(TWO_HOURS)
-    engine.resumed()
+    engine.send(Resumed())
     oauth_server.fail_next("drop", "drop")
     before = oauth_server.successful_refreshes
     for _ in range(2):
@@ -273,12 +274,12 @@ def test_a_renewal_just_before_the_sleep_does_not_hold_up_the_one_after_it(setti
     clock = FakeClock()
     path = kimi_file(Path(settings.kimi_share_dir).parent)
     write_credentials(path, oauth_server.issue(), clock.now() + 100)  # due now
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 1.0)
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 1.0)
     engine.step()
     assert oauth_server.successful_refreshes == 1
     clock.advance(5)
     clock.jump_wall(TWO_HOURS)  # asleep: only the wall clock moves
-    engine.resumed()
+    engine.send(Resumed())
     engine.step()
     assert oauth_server.successful_refreshes == 2
     assert read_json(path)["expires_at"] > clock.now() + 800

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.core.clock import FakeClock
-from kimi_tray.engine.renewer import Renewer
+from kimi_tray.engine.scheduler import Engine
 from tests.conftest import (
     SUPPORT,
     fill_up,
@@ -143,7 +143,7 @@ def test_refreshes_per_token_lifetime_are_bounded(settings, home, lifetime: int)
     try:
         clock = FakeClock()
         write_credentials(kimi_file(home), server.issue(), clock.now() + lifetime)
-        engine = Renewer(settings.with_overrides(oauth_host=server.url, openclaw_mode="off"),
+        engine = Engine(settings.with_overrides(oauth_host=server.url, openclaw_mode="off"),
                          clock=clock, rng=lambda: 0.5)
         end, steps, expired = clock.now() + 10 * lifetime, 0, 0
         while clock.now() < end and steps < 5000:
@@ -165,7 +165,7 @@ def test_a_server_granting_one_second_tokens_gets_at_most_one_refresh_per_10_s(s
     try:
         clock = FakeClock()
         write_credentials(kimi_file(home), server.issue(), clock.now() + 1)
-        engine = Renewer(settings.with_overrides(oauth_host=server.url, openclaw_mode="off"),
+        engine = Engine(settings.with_overrides(oauth_host=server.url, openclaw_mode="off"),
                          clock=clock, rng=lambda: 0.5)
         end, steps = clock.now() + 100, 0
         while clock.now() < end and steps < 2000:
@@ -354,7 +354,7 @@ def test_the_engine_keeps_retrying_an_unsaved_token_until_the_disk_takes_it(sett
     shows it, retries with backoff, and saves the kept token once the file is writable again."""
     clock = FakeClock(start=time.time())
     cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
     stack = contextlib.ExitStack()
     oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
     with stack:
@@ -362,12 +362,12 @@ def test_the_engine_keeps_retrying_an_unsaved_token_until_the_disk_takes_it(sett
         oauth_server.on_rotate = None
         assert engine.status.health.value == "error"
         assert engine.status.message.startswith("new token not saved yet")
-        assert engine.recovery_path.exists() and oauth_server.successful_refreshes == 1
+        assert engine.renewal.recovery_path.exists() and oauth_server.successful_refreshes == 1
         clock.advance(engine.step())
-        assert engine.recovery_path.exists(), "still immutable: still kept"
+        assert engine.renewal.recovery_path.exists(), "still immutable: still kept"
     clock.advance(engine.step())
     engine.step()
-    assert not engine.recovery_path.exists() and login_alive(cred, oauth_server)
+    assert not engine.renewal.recovery_path.exists() and login_alive(cred, oauth_server)
     assert engine.status.health.value == "fresh" and oauth_server.successful_refreshes == 1
 
 
@@ -378,13 +378,13 @@ def test_an_unsaved_token_with_no_credential_file_left_still_schedules(settings,
     fail every step), shows the kept token, and saves it once the directory takes it."""
     clock = FakeClock(start=time.time())
     cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
     stack = contextlib.ExitStack()
     oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
     with stack:
         engine.step()
         oauth_server.on_rotate = None
-    assert engine.recovery_path.exists() and engine.status.message.startswith("new token not saved")
+    assert engine.renewal.recovery_path.exists() and engine.status.message.startswith("new token not saved")
     cred.unlink()
     with immutable(cred.parent):
         delay = engine.step()
@@ -393,10 +393,10 @@ def test_an_unsaved_token_with_no_credential_file_left_still_schedules(settings,
         assert engine.status.message.startswith("new token not saved yet")
         clock.advance(delay)
         assert 0 < engine.step() <= settings.poll_interval
-        assert engine.recovery_path.exists()
+        assert engine.renewal.recovery_path.exists()
     clock.advance(settings.poll_interval)
     engine.step()
-    assert not engine.recovery_path.exists() and login_alive(cred, oauth_server)
+    assert not engine.renewal.recovery_path.exists() and login_alive(cred, oauth_server)
     assert oauth_server.successful_refreshes == 1
 
 
@@ -483,16 +483,16 @@ def test_a_recovery_path_that_is_a_directory_never_claims_to_hold_the_token(sett
     later must not stumble over that directory."""
     clock = FakeClock(start=time.time())
     cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
-    engine.recovery_path.mkdir(parents=True)
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    engine.renewal.recovery_path.mkdir(parents=True)
     stack = contextlib.ExitStack()
     oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
     with stack:
         with pytest.raises(Exception) as raised:
-            engine.refresh_once(force=True)
+            engine.renewal.refresh_once(force=True)
         oauth_server.on_rotate = None
         assert "kept in memory only" in str(raised.value), str(raised.value)
-    creds, renewed = engine.refresh_once(force=False)
+    creds, renewed = engine.renewal.refresh_once(force=False)
     assert renewed and login_alive(cred, oauth_server) and oauth_server.successful_refreshes == 1
 
 
@@ -520,15 +520,15 @@ def test_a_tombstone_written_meanwhile_does_not_make_us_drop_the_kept_token(sett
     one: it must be put in place, not dropped as "older"."""
     clock = FakeClock(start=time.time())
     cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
     stack = contextlib.ExitStack()
     oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
     with stack, pytest.raises(Exception, match="not saved yet"):
-        engine.refresh_once(force=True)
+        engine.renewal.refresh_once(force=True)
     oauth_server.on_rotate = None
     cred.write_text(json.dumps({"access_token": "", "refresh_token": "", "expires_at": 0,
                                 "scope": "", "token_type": "Bearer", "expires_in": 0}, indent=2))
-    creds, renewed = engine.refresh_once(force=False)
+    creds, renewed = engine.renewal.refresh_once(force=False)
     assert renewed and login_alive(cred, oauth_server), "the only live token was dropped"
 
 
@@ -563,7 +563,7 @@ def test_a_clock_set_back_does_not_delay_the_refresh(settings, home, oauth_serve
     lasts its real 900 s, so it must be refreshed by the time half of that has really passed."""
     clock = FakeClock(start=time.time())
     write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 900, expires_in=900)
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
     clock.advance(engine.step())
     assert oauth_server.successful_refreshes == 0
     clock.jump_wall(-3600)
@@ -582,16 +582,16 @@ def test_the_loop_never_blocks_on_an_answer_it_stopped_waiting_for(settings, hom
     status and quit), and saves the rotated token as soon as the late answer wakes it."""
     clock = FakeClock(start=time.time())
     cred = write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 100)
-    engine = Renewer(settings.with_overrides(openclaw_mode="off", http_timeout=1.0,
+    engine = Engine(settings.with_overrides(openclaw_mode="off", http_timeout=1.0,
                                              locked_http_timeout=0.5), clock=clock, rng=lambda: 0.5)
     oauth_server.fail_next("late:3")
     engine.step()
     assert engine.status.failures == 1 and oauth_server.successful_refreshes == 1
     started = time.monotonic()
     with pytest.raises(Exception, match="still waiting"):
-        engine.refresh_once(force=True)
+        engine.renewal.refresh_once(force=True)
     assert time.monotonic() - started < 0.5, "the loop waited for the abandoned request"
-    assert wait_for(lambda: engine.recovery_path.exists(), timeout=10), "the late answer was not kept"
+    assert wait_for(lambda: engine.renewal.recovery_path.exists(), timeout=10), "the late answer was not kept"
     engine.step()
-    assert not engine.recovery_path.exists() and login_alive(cred, oauth_server)
+    assert not engine.renewal.recovery_path.exists() and login_alive(cred, oauth_server)
     assert oauth_server.refresh_calls == 1 and engine.status.health.value == "fresh"

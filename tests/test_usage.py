@@ -18,7 +18,8 @@ from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings, load_settings
 from kimi_tray.core.errors import ConfigError, TransientError
 from kimi_tray.core.health import Health
-from kimi_tray.engine.renewer import Renewer
+from kimi_tray.engine.commands import FetchUsage, RenewNow, WatchUsage
+from kimi_tray.engine.scheduler import Engine
 from kimi_tray.engine.usage_alerts import UsageAlerts
 from kimi_tray.engine.usage_policy import FetchPolicy
 from kimi_tray.kimi.usage_client import UsageClient, UsageUnauthorized
@@ -225,8 +226,8 @@ def test_tray_engine_fetches_at_once_and_publishes_the_stand_ins_numbers(
     clock = FakeClock(start=time.time())
     usage_server.reply = kimi_reply(clock.now(), week_used=1024)
     seed(home, oauth_server, clock)
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     engine.step()
     usage = engine.status.usage
     assert usage_server.count == 1 and usage is not None and not usage.is_stale(clock.now())
@@ -235,7 +236,7 @@ def test_tray_engine_fetches_at_once_and_publishes_the_stand_ins_numbers(
     saved = json.loads((settings.state_dir / "usage.json").read_text())
     assert saved["last"]["windows"][0]["used"] == 1024
     assert oct((settings.state_dir / "usage.json").stat().st_mode & 0o777) == "0o600"
-    restarted = Renewer(quiet_settings(settings), clock=clock)
+    restarted = Engine(quiet_settings(settings), clock=clock)
     assert restarted.snapshot().usage.windows == usage.windows, "the last numbers survive a restart"
 
 
@@ -243,8 +244,8 @@ def test_401_renews_the_token_first_then_succeeds(settings, home, oauth_server, 
     clock = FakeClock(start=time.time())
     tokens = seed(home, oauth_server, clock)
     usage_server.rejected_tokens.add(tokens["access_token"])  # the server no longer takes it
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     engine.step()
     assert oauth_server.successful_refreshes == 1, "a 401 renews the token first"
     assert usage_server.count == 2, "then tries exactly once more"
@@ -259,8 +260,8 @@ def test_401_with_a_dead_refresh_token_stops_asking(settings, home, oauth_server
     tokens = seed(home, oauth_server, clock)
     usage_server.rejected_tokens.add(tokens["access_token"])
     oauth_server.revoke_all()
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     engine.step()
     assert usage_server.count == 1, "no second try with a token the server refused"
     for _ in range(30):
@@ -277,8 +278,8 @@ def test_a_server_that_refuses_every_token_costs_one_renewal_not_one_per_try(
     try:
         write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 86000)
         usage_server.fail_always("401")
-        engine = Renewer(quiet_settings(settings, oauth_host=oauth_server.url), clock=clock)
-        engine.watch_usage()
+        engine = Engine(quiet_settings(settings, oauth_host=oauth_server.url), clock=clock)
+        engine.send(WatchUsage())
         start = clock.now()
         while clock.now() - start < 6 * 3600:
             clock.advance(engine.step())
@@ -294,8 +295,8 @@ def test_failures_mark_the_numbers_stale_and_back_off(settings, home, oauth_serv
                                                       fault) -> None:
     clock = FakeClock(start=time.time())
     seed(home, oauth_server, clock)
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     engine.step()
     assert not engine.status.usage.is_stale(clock.now())
     usage_server.fail_always(fault)
@@ -308,7 +309,7 @@ def test_failures_mark_the_numbers_stale_and_back_off(settings, home, oauth_serv
     assert usage.is_stale(clock.now()) and usage.error and usage.windows, "old numbers kept, marked stale"
     assert "could not update" in age_line(usage, clock.now())
     usage_server.clear_faults()
-    engine.request_usage(urgent=True)
+    engine.send(FetchUsage(urgent=True))
     clock.advance(engine.step())
     clock.advance(engine.step())
     assert not engine.status.usage.is_stale(clock.now()), "recovers at once after a resume/login"
@@ -319,8 +320,8 @@ def test_a_simulated_day_stays_within_the_fetch_budget(settings, home, oauth_ser
     clock = FakeClock(start=time.time())
     usage_server.reply = kimi_reply(clock.now(), window_reset_in=3 * 3600)
     seed(home, oauth_server, clock)
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     start, times = clock.now(), []
     while clock.now() - start < 86400:
         before = usage_server.count
@@ -338,7 +339,7 @@ def test_a_simulated_day_stays_within_the_fetch_budget(settings, home, oauth_ser
 def test_daemon_fetches_only_when_asked(settings, home, oauth_server, usage_server) -> None:
     clock = FakeClock(start=time.time())
     seed(home, oauth_server, clock)
-    engine = Renewer(quiet_settings(settings), clock=clock)  # no watch_usage(): headless
+    engine = Engine(quiet_settings(settings), clock=clock)  # no watch_usage(): headless
     start = clock.now()
     while clock.now() - start < 86400:
         clock.advance(engine.step())
@@ -352,8 +353,8 @@ def test_no_fetch_with_an_expired_token_and_at_once_after_renewal(settings, home
     clock = FakeClock(start=time.time())
     seed(home, oauth_server, clock, left=-10)  # expired, server down
     oauth_server.fail_always("503")
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     for _ in range(20):
         clock.advance(min(engine.step(), 30))
     assert usage_server.count == 0, "never ask with an expired token"
@@ -368,13 +369,13 @@ def test_no_fetch_with_an_expired_token_and_at_once_after_renewal(settings, home
 def test_resume_fetches_at_once(settings, home, oauth_server, usage_server) -> None:
     clock = FakeClock(start=time.time())
     seed(home, oauth_server, clock)
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     engine.step()
     clock.advance(90)
     engine.step()
     assert usage_server.count == 1
-    assert engine.usage_policy.due_at(True) == pytest.approx(clock.now() - 90 + 300)
+    assert engine.usage.policy.due_at(True) == pytest.approx(clock.now() - 90 + 300)
     clock.jump_wall(120)  # asleep for two minutes: the 5-minute fetch is not due yet
     engine.step()
     assert usage_server.count == 2, "a resume fetches at once"
@@ -445,11 +446,11 @@ def test_stale_numbers_never_notify(settings, home, oauth_server, usage_server) 
     clock = FakeClock(start=time.time())
     seed(home, oauth_server, clock)
     usage_server.reply = kimi_reply(clock.now(), window_remaining=10)  # 95 % used
-    engine = Renewer(quiet_settings(settings), clock=clock)
+    engine = Engine(quiet_settings(settings), clock=clock)
     notes = RecordingNotifier()
-    alerts = UsageAlerts(notes, engine.usage_store)
+    alerts = UsageAlerts(notes, engine.usage.store)
     engine.add_listener(alerts.on_status)
-    engine.watch_usage()
+    engine.send(WatchUsage())
     for _ in range(5):
         clock.advance(engine.step())
     assert [t for t, _ in notes.sent] == ["Kimi quota 95 % used"], "once, however often it is published"
@@ -578,13 +579,13 @@ def test_a_hanging_usage_server_never_holds_up_the_engine(settings, home, oauth_
     clock = FakeClock(start=time.time())
     seed(home, oauth_server, clock)
     usage_server.fail_next("slow:6")
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     started = time.monotonic()
     engine.step()
     assert time.monotonic() - started < 3, "the step went on while the usage server hung"
     assert wait_for(lambda: usage_server.count == 1, timeout=2)
-    engine.request_renew()  # Renew now, clicked while the usage request hangs
+    engine.send(RenewNow())  # Renew now, clicked while the usage request hangs
     started = time.monotonic()
     engine.step()
     assert time.monotonic() - started < 3 and oauth_server.successful_refreshes == 1, \
@@ -610,9 +611,9 @@ def test_a_plain_http_usage_url_is_refused_but_the_token_still_renews(env, home,
     usage = run_cli(["usage"], plain)
     assert usage.returncode == 1 and "only https is allowed" in usage.stderr
     clock = FakeClock(start=time.time())
-    engine = Renewer(quiet_settings(settings, usage_base_url="http://api.example.com/coding/v1"),
+    engine = Engine(quiet_settings(settings, usage_base_url="http://api.example.com/coding/v1"),
                      clock=clock)
-    engine.watch_usage()
+    engine.send(WatchUsage())
     for _ in range(20):
         clock.advance(engine.step())
     assert oauth_server.successful_refreshes >= 1 and engine.status.health.is_ok
@@ -666,10 +667,10 @@ def test_a_401_for_a_token_renewed_meanwhile_retries_without_renewing_again(
     clock = FakeClock(start=time.time())
     tokens = seed(home, oauth_server, clock)
     usage_server.fail_next("slow:4")  # the request with the old token is slow...
-    engine = Renewer(quiet_settings(settings), clock=clock)
-    engine.watch_usage()
+    engine = Engine(quiet_settings(settings), clock=clock)
+    engine.send(WatchUsage())
     engine.step()
-    engine.request_renew()  # ...and the token is renewed while it hangs
+    engine.send(RenewNow())  # ...and the token is renewed while it hangs
     engine.step()
     assert oauth_server.successful_refreshes == 1
     usage_server.rejected_tokens.add(tokens["access_token"])  # so the old one is refused

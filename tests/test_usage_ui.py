@@ -73,13 +73,14 @@ import dataclasses, sys
 sys.path.insert(0, sys.argv[1])
 from kimi_tray.platform.autostart.xdg import XdgAutostart
 from kimi_tray.core.config import load_settings
-from kimi_tray.engine.renewer import Renewer
+from kimi_tray.engine.scheduler import Engine
 from kimi_tray.core.health import Health
 from kimi_tray.ui.notify import LogNotifier
 from kimi_tray.ui.tray import TrayApp
 from tests.test_usage_ui import with_usage
 
-app = TrayApp(Renewer(load_settings()), XdgAutostart(), LogNotifier(), None, "gtk",
+settings = load_settings()
+app = TrayApp(Engine(settings).handle(), settings, XdgAutostart(), LogNotifier(), None, "gtk",
               config_error="Unknown key 'x'.")
 app._status = with_usage(170, error="the usage server is busy or failing (HTTP 500)",
                          health=Health.EXPIRED)

@@ -137,21 +137,23 @@ def test_the_stat_check_alone_still_notices(home: Path, watcher_for) -> None:
 def test_engine_adopts_what_another_kimi_tray_process_wrote(settings, env, home, oauth_server) -> None:
     """`kimi-tray renew` in a terminal while the daemon runs: the daemon's engine picks up the new
     token and the state file (last renewal, OpenClaw view) at once, not at its next poll."""
+    from kimi_tray.engine.commands import FileChanged, UseEvents
     from kimi_tray.engine.events import watched_paths
-    from kimi_tray.engine.renewer import Renewer
+    from kimi_tray.engine.scheduler import Engine
     from tests.conftest import kimi_file, read_json, run_cli, write_credentials
 
     path = write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
-    engine = Renewer(settings)
-    engine.use_events(3600)
-    watcher = FileWatcher(watched_paths(engine), engine.file_changed, debounce=0.05).start()
+    engine = Engine(settings)
+    engine.send(UseEvents(3600))
+    watcher = FileWatcher(watched_paths(engine), lambda path: engine.send(FileChanged(path)),
+                          debounce=0.05).start()
     engine.start()
     try:
         assert wait_for(lambda: engine.status.health.value == "fresh", timeout=10)
         assert engine.status.last_renewal is None
         result = run_cli(["renew"], env)
         assert result.returncode == 0, result.stderr
-        renewed_at = json.loads(engine.store.path.read_text())["last_renewal"]
+        renewed_at = json.loads(engine.memory.store.path.read_text())["last_renewal"]
         assert wait_for(lambda: engine.status.last_renewal == renewed_at, timeout=2)
         assert engine.status.expires_at == read_json(path)["expires_at"]
     finally:
@@ -163,8 +165,9 @@ def test_engine_hands_the_token_again_when_openclaw_file_is_rewritten(settings, 
                                                                       oauth_server) -> None:
     """Older OpenClaw (or a person) puts an old token back into auth-profiles.json: the engine
     notices at once and writes the current one again."""
+    from kimi_tray.engine.commands import FileChanged, UseEvents
     from kimi_tray.engine.events import watched_paths
-    from kimi_tray.engine.renewer import Renewer
+    from kimi_tray.engine.scheduler import Engine
     from kimi_tray.stores.openclaw import legacy_profiles_path
     from tests.conftest import kimi_file, read_json, write_credentials
 
@@ -173,9 +176,10 @@ def test_engine_hands_the_token_again_when_openclaw_file_is_rewritten(settings, 
     profiles = legacy_profiles_path(settings.openclaw_state_dir, "main")
     profiles.parent.mkdir(parents=True)
     profiles.write_text(json.dumps({"version": 1, "profiles": {}}))
-    engine = Renewer(settings.with_overrides(openclaw_mode="file"))
-    engine.use_events(3600)
-    watcher = FileWatcher(watched_paths(engine), engine.file_changed, debounce=0.05).start()
+    engine = Engine(settings.with_overrides(openclaw_mode="file"))
+    engine.send(UseEvents(3600))
+    watcher = FileWatcher(watched_paths(engine), lambda path: engine.send(FileChanged(path)),
+                          debounce=0.05).start()
     assert profiles in watcher.paths
     engine.start()
 

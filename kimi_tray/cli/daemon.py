@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 
 from kimi_tray.core.health import Health, Status
-from kimi_tray.engine.renewer import Renewer
+from kimi_tray.engine.commands import RememberForcedLoginWarning
+from kimi_tray.engine.scheduler import EngineHandle
 from kimi_tray.ui.notify import NotificationPolicy, choose_notifier
 
 log = logging.getLogger("kimi_tray.cli.daemon")
 
 
 class DaemonReporter:
-    def __init__(self, renewer: Renewer) -> None:
+    def __init__(self, engine: EngineHandle) -> None:
         self.policy = NotificationPolicy(
             choose_notifier(), login_hint="Run `kimi-tray login` in a terminal.",
-            last_forced_warning=renewer.state.last_forced_login_warning,
-            on_forced_warning=renewer.remember_forced_login_warning,
+            last_forced_warning=engine.status.last_forced_login_warning,
+            on_forced_warning=lambda when: engine.send(RememberForcedLoginWarning(when)),
         )
         self._last: tuple[str, str, str] | None = None
 

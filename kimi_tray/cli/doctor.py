@@ -165,13 +165,12 @@ def check_renewer(settings: Settings) -> list[Check]:
 def check_token(settings: Settings) -> list[Check]:
     """The token's health as the engine sees it (a rejected refresh token is remembered)."""
     from kimi_tray.core.health import Health, format_duration
-    from kimi_tray.engine.renewer import Renewer
+    from kimi_tray.engine.scheduler import Engine
     from kimi_tray.ui.menu import first_sentence, what_to_do
 
-    renewer = Renewer(settings)
-    if not renewer.source.exists():
+    if not choose_source(settings).exists():
         return []  # the credentials check already says so, with the fix
-    status = renewer.snapshot()
+    status = Engine(settings).snapshot()
     fix = what_to_do(status, cli=True).rstrip(".")
     fix = fix[0].lower() + fix[1:] if fix else ""
     left = status.seconds_left

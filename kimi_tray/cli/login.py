@@ -1,57 +1,99 @@
-"""`kimi-tray login`: the device login in a terminal, with a live countdown; Ctrl-C cancels."""
+"""`kimi-tray login`: the engine's device login in a terminal, with a live countdown; Ctrl-C cancels.
+
+The engine runs the login (code, waiting, saving, OpenClaw hand-off) exactly as for the tray; this
+face sends it StartLogin / CancelLogin and prints what its Status shows.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
+import webbrowser
 
 from kimi_tray.core.config import Settings
-from kimi_tray.core.errors import DeviceFlowError
-from kimi_tray.core.health import format_duration
+from kimi_tray.core.health import LoginView, Status, format_duration
 from kimi_tray.core.logs import setup_logging
-from kimi_tray.engine.login import LoginCancelled, LoginProgress, device_login, open_browser
-from kimi_tray.engine.renewer import Renewer
+from kimi_tray.engine.commands import CancelLogin, StartLogin
+from kimi_tray.engine.scheduler import Engine, EngineHandle
+
+CANCEL_WAIT = 10.0  # seconds to wait for the engine to confirm a cancel before leaving anyway
+
+
+def open_browser(url: str) -> bool:
+    try:
+        return webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        return False
+
+
+class _LoginWatch:
+    """Engine listener: keeps the newest Status and says when this login has ended."""
+
+    def __init__(self) -> None:
+        self.status: Status | None = None
+        self.ended = threading.Event()
+
+    def on_status(self, status: Status) -> None:
+        self.status = status
+        login = status.login
+        if login is not None and not login.active:
+            self.ended.set()
+
+    @property
+    def login(self) -> LoginView | None:
+        return self.status.login if self.status else None
 
 
 def run(settings: Settings, open_browser_too: bool = True, verbose: bool = False) -> int:
     setup_logging(settings.log_dir, to_stderr=verbose, verbose=verbose)
-    renewer = Renewer(settings)
-    cancel = threading.Event()
-    interactive = sys.stdout.isatty()
-    clock = renewer.clock
-
-    def on_code(progress: LoginProgress) -> None:
-        auth = progress.authorization
-        print(f"Open this page to log in to Kimi:\n  {auth.verification_uri_complete}")
-        print(f"and check that it shows the code:  {auth.user_code}")
-        if open_browser_too and open_browser(auth.verification_uri_complete):
-            print("(The browser was opened for you.)")
-        print("Waiting for you to approve it... (Ctrl-C cancels)", flush=True)
-
-    def on_tick(progress: LoginProgress) -> None:
-        if interactive:
-            left = max(0.0, progress.deadline - clock.monotonic())
-            sys.stdout.write(f"\r  code expires in {format_duration(left):>8}   ")
-            sys.stdout.flush()
-
+    engine = Engine(settings, routine=False)  # the login and its hand-off only: no renewal here
+    handle = engine.handle()
+    watch = _LoginWatch()
+    handle.add_listener(watch.on_status)
+    handle.start()
     try:
-        creds = device_login(renewer.oauth, renewer.login_source(), settings.lock_timeout,
-                             settings.kimi_lock_disabled, clock=clock, cancel=cancel,
-                             on_code=on_code, on_tick=on_tick)
+        return _follow(handle, watch, open_browser_too)
+    finally:
+        handle.stop(timeout=5)
+
+
+def _follow(handle: EngineHandle, watch: _LoginWatch, open_browser_too: bool) -> int:
+    interactive = sys.stdout.isatty()
+    shown = False
+    try:
+        handle.send(StartLogin())
+        while not watch.ended.wait(1.0 if shown else 0.1):
+            login = watch.login
+            if login is None or login.phase != "waiting":
+                continue
+            if not shown:
+                shown = True
+                print(f"Open this page to log in to Kimi:\n  {login.verification_uri_complete}")
+                print(f"and check that it shows the code:  {login.user_code}")
+                if open_browser_too and open_browser(login.verification_uri_complete):
+                    print("(The browser was opened for you.)")
+                print("Waiting for you to approve it... (Ctrl-C cancels)", flush=True)
+            if interactive and login.expires_at is not None:
+                left = max(0.0, login.expires_at - time.time())
+                sys.stdout.write(f"\r  code expires in {format_duration(left):>8}   ")
+                sys.stdout.flush()
     except KeyboardInterrupt:
-        cancel.set()
+        handle.send(CancelLogin())
+        watch.ended.wait(CANCEL_WAIT)
         print("\nLogin cancelled; nothing was changed.", file=sys.stderr)
         return 130
-    except LoginCancelled as exc:
-        print(f"\n{exc}", file=sys.stderr)
+    login, status = watch.login, watch.status
+    assert login is not None and status is not None  # ended is set only with a login in the Status
+    if login.phase == "cancelled":
+        print(f"\n{login.message}", file=sys.stderr)
         return 130
-    except DeviceFlowError as exc:
-        print(f"\nkimi-tray: {exc}", file=sys.stderr)
+    if login.phase == "failed":
+        print(f"\nkimi-tray: {login.message}", file=sys.stderr)
         return 1
     if interactive:
         print()
-    view = renewer.finish_login(creds)
-    left = format_duration(creds.expires_at - clock.now())
-    print(f"Logged in: saved to {renewer.source.path}; token valid for {left}; "
-          f"OpenClaw {view.state.replace('_', ' ')}.")
+    valid_for = format_duration((status.expires_at or status.now) - status.now)
+    print(f"Logged in: saved to {status.credentials_file}; token valid for {valid_for}; "
+          f"OpenClaw {status.openclaw.replace('_', ' ')}.")
     return 0

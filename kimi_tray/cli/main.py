@@ -22,7 +22,7 @@ from kimi_tray.core.health import Health, Status, format_duration
 from kimi_tray.core.logs import setup_logging
 
 if TYPE_CHECKING:
-    from kimi_tray.engine.renewer import Renewer
+    from kimi_tray.engine.scheduler import Engine
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +144,12 @@ def _settings_without_config_file(error: ConfigError, command: str) -> tuple[Set
         return None, str(again)
 
 
-def _renewer(settings: Settings) -> Renewer:
-    from kimi_tray.engine.renewer import Renewer
+def _engine(settings: Settings) -> Engine:
+    """For the one-shot commands: they call the engine's functions on their own thread, with no
+    engine thread running beside them."""
+    from kimi_tray.engine.scheduler import Engine
 
-    return Renewer(settings)
+    return Engine(settings)
 
 
 # ----------------------------------------------------------------------------- status
@@ -157,18 +159,18 @@ def status_exit_code(health: Health) -> int:
     return EXIT_LOGIN if health is Health.NEEDS_LOGIN else EXIT_FAIL
 
 
-def status_dict(status: Status, renewer: Renewer) -> dict[str, object]:
+def status_dict(status: Status) -> dict[str, object]:
     return {
         "health": status.health.value,
         "expires_at": status.expires_at,
         "seconds_left": None if status.seconds_left is None else round(status.seconds_left, 1),
         "credentials_file": status.credentials_file,
-        "credentials_owner": renewer.source.owner,
+        "credentials_owner": status.credentials_owner,
         "last_renewal": status.last_renewal,
         "message": status.message,
         "openclaw": status.openclaw,
         "openclaw_detail": status.openclaw_detail,
-        "openclaw_mode": renewer.target.mode,
+        "openclaw_mode": status.openclaw_mode,
         "refresh_token_expires_at": status.refresh_token_expires_at,
         "summary": status.summary(),
         "usage": status.usage.to_json(status.now) if status.usage is not None else None,
@@ -183,14 +185,14 @@ def _clock_time(epoch: float | None) -> str:
 
 def run_status(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(None, to_stderr=True, verbose=args.verbose)
-    renewer = _renewer(settings)
-    renewer.usage_for_cli(force=False)  # fetches only when the saved numbers are stale
-    status = renewer.snapshot()
+    engine = _engine(settings)
+    engine.usage_for_cli(force=False)  # fetches only when the saved numbers are stale
+    status = engine.snapshot()
     if args.json:
         from kimi_tray.platform.single_instance import running_instance
 
         holder = running_instance(settings.state_dir)
-        report = {**status_dict(status, renewer), "renewer": renewer_line(settings),
+        report = {**status_dict(status), "renewer": renewer_line(settings),
                   "renewer_pid": holder.pid if holder else None,
                   "config_file": str(settings.config_file) if settings.config_file else None}
         print(json.dumps(report, indent=2))
@@ -204,12 +206,12 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         health_line = f"{status.health.value} (at {_clock_time(status.expires_at)})"
     forced = status.refresh_token_expires_at
-    print(f"Credentials:   {status.credentials_file} ({renewer.source.owner})")
+    print(f"Credentials:   {status.credentials_file} ({status.credentials_owner})")
     print(f"Health:        {health_line}")
     print(f"Last renewal:  {_clock_time(status.last_renewal)}")
     print(f"OpenClaw:      {status.openclaw.replace('_', ' ')}"
           + (f" ({status.openclaw_detail})" if status.openclaw_detail else "")
-          + f" [{renewer.target.describe()}]")
+          + f" [{status.openclaw_target}]")
     if forced:
         forced_line = _clock_time(forced)
     elif status.expires_at is not None and status.health is not Health.NEEDS_LOGIN:
@@ -267,8 +269,8 @@ def run_usage(settings: Settings, args: argparse.Namespace) -> int:
         print("kimi-tray: usage is turned off (usage_enabled = false in the config file).",
               file=sys.stderr)
         return EXIT_FAIL
-    renewer = _renewer(settings)
-    status = renewer.snapshot()
+    engine = _engine(settings)
+    status = engine.snapshot()
     if status.health is Health.NEEDS_LOGIN:
         print(f"kimi-tray: {status.message or 'A login is needed.'} Run `kimi-tray login`.",
               file=sys.stderr)
@@ -277,8 +279,8 @@ def run_usage(settings: Settings, args: argparse.Namespace) -> int:
         print(f"kimi-tray: cannot ask for the usage: {status.summary()}. Run `kimi-tray renew` first.",
               file=sys.stderr)
         return EXIT_FAIL
-    renewer.usage_for_cli(force=True)
-    status = renewer.snapshot()
+    engine.usage_for_cli(force=True)
+    status = engine.snapshot()
     usage = status.usage
     fresh = usage is not None and not usage.is_stale(status.now)
     if args.json:
@@ -297,18 +299,18 @@ def run_usage(settings: Settings, args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- renew
 def run_renew(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings.log_dir, to_stderr=args.verbose, verbose=args.verbose)
-    renewer = _renewer(settings)
+    engine = _engine(settings)
 
     def progress(attempt: int, most: int, reason: str, delay: float) -> None:
         print(f"kimi-tray: attempt {attempt} of {most} failed: {reason.rstrip('.')}; next in {delay:.0f} s.",
               file=sys.stderr, flush=True)
 
     try:
-        result = renewer.renew(force=True, on_retry=progress)
+        result = engine.renew(force=True, on_retry=progress)
     except LoginNeeded as exc:
         print(f"kimi-tray: {exc} Run `kimi-tray login`.", file=sys.stderr)
         return EXIT_LOGIN
-    left = format_duration(result.credentials.expires_at - renewer.clock.now())
+    left = format_duration(result.credentials.expires_at - engine.clock.now())
     what = "Renewed" if result.renewed else "Already renewed by another program"
     openclaw = result.openclaw.state.replace("_", " ")
     line = f"{what}: {left} left; OpenClaw {openclaw}"
@@ -343,24 +345,25 @@ def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
               "only one may renew the token.", file=sys.stderr)
         return EXIT_FAIL
     log_path = setup_logging(settings.log_dir, to_stderr=True, verbose=args.verbose)
-    renewer = _renewer(settings)
+    engine = _engine(settings)
+    handle = engine.handle()
     from kimi_tray.cli.daemon import DaemonReporter
 
-    renewer.add_listener(DaemonReporter(renewer).on_status)
+    handle.add_listener(DaemonReporter(handle).on_status)
     log.info("kimi-tray %s daemon started; managing %s; %s; log file %s", __version__,
-             renewer.source.path, renewer.target.describe(), log_path)
+             handle.status.credentials_file, handle.status.openclaw_target, log_path)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("Stopping (signal %d).", signum)
-        renewer.stop(timeout=0)
+        handle.stop(timeout=0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     from kimi_tray.engine.events import EventSources
 
-    sources = EventSources(renewer).start()  # file changes and resume wake the engine at once
-    renewer.start()
-    while renewer.join(3600):  # a signal interrupts the wait; no periodic wake-ups here
+    sources = EventSources(engine).start()  # file changes and resume wake the engine at once
+    handle.start()
+    while handle.join(3600):  # a signal interrupts the wait; no periodic wake-ups here
         pass
     sources.stop()
     instance.release()

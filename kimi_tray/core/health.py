@@ -61,6 +61,40 @@ def health_for(seconds_left: float, lifetime: float | None) -> Health:
 
 
 @dataclass(frozen=True)
+class LoginView:
+    """The login the engine runs (or ran last): what a face shows and opens."""
+
+    attempt: int  # grows with each login started, so a face can tell one login from the next
+    phase: str  # "starting", "waiting" (for the user to approve), "done", "failed", "cancelled"
+    user_code: str = ""
+    verification_uri: str = ""
+    verification_uri_complete: str = ""
+    expires_at: float | None = None  # wall clock: the code runs out then
+    message: str = ""  # how it ended, in words
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ("starting", "waiting")
+
+    def lines(self) -> tuple[str, ...]:
+        """Lines a menu shows while the user approves the code."""
+        if self.phase != "waiting":
+            return ()
+        return (f"Login code {self.user_code} (click to copy)",
+                f"at {self.verification_uri} (click to open again)")
+
+
+@dataclass(frozen=True)
+class GatewayRestart:
+    """A gateway restart asked for by a face, under way or done."""
+
+    attempt: int
+    running: bool
+    ok: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class Status:
     """An immutable snapshot the engine publishes; listeners can read it but never change it."""
 
@@ -78,6 +112,13 @@ class Status:
     login_in_progress: bool = False
     failures: int = 0
     usage: Usage | None = None  # the Kimi quota as last fetched (may be stale: see Usage.is_stale)
+    credentials_owner: str = ""  # which CLI's file it is ("kimi-cli", "kimi-code")
+    openclaw_handoff: bool = True  # False when the OpenClaw hand-off is turned off
+    openclaw_mode: str = ""
+    openclaw_target: str = ""  # the target in words, for logs and `status`
+    login: LoginView | None = None  # the running login, or how the last one ended
+    gateway_restart: GatewayRestart | None = None
+    last_forced_login_warning: float | None = None
 
     @property
     def seconds_left(self) -> float | None:

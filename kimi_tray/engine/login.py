@@ -1,21 +1,25 @@
-"""The OAuth device login, done by kimi-tray itself: code, browser, poll, save, sync.
+"""The OAuth device login, done by kimi-tray itself: code, poll, save (the engine hands it over).
 
-No UI here: the tray and the terminal pass callbacks for what the user sees.
+No UI here: the engine runs it on a worker thread and publishes the code and link in its Status;
+the tray and the terminal show them and open the browser.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kimi_tray.core import logs
 from kimi_tray.core.clock import Clock, SystemClock
-from kimi_tray.core.errors import DeviceFlowError, TransientError
-from kimi_tray.kimi.oauth import AuthorizationPending, DeviceAuthorization, OAuthClient, SlowDown
+from kimi_tray.core.errors import DeviceFlowError, KimiTrayError, TransientError
+from kimi_tray.engine.commands import LoginCodeShown, LoginEnded, Report
 from kimi_tray.stores.credentials import Credentials, CredentialSource
+
+if TYPE_CHECKING:
+    from kimi_tray.kimi.oauth import DeviceAuthorization, OAuthClient
 
 log = logging.getLogger(__name__)
 SLOW_DOWN_STEP = 5.0
@@ -33,13 +37,6 @@ class LoginProgress:
     interval: float
 
 
-def open_browser(url: str) -> bool:
-    try:
-        return webbrowser.open(url, new=2)
-    except webbrowser.Error:
-        return False
-
-
 def device_login(
     oauth: OAuthClient,
     source: CredentialSource,
@@ -51,6 +48,8 @@ def device_login(
     on_tick: Callable[[LoginProgress], None] = lambda progress: None,
 ) -> Credentials:
     """Run the whole device flow; returns the saved credentials or raises DeviceFlowError."""
+    from kimi_tray.kimi.oauth import AuthorizationPending, SlowDown
+
     clock = clock or SystemClock()
     cancel = cancel or threading.Event()
     authorization = oauth.start_device_login()
@@ -87,3 +86,45 @@ def device_login(
                             token.expires_in, token.scope, token.token_type)
     log.info("Logged in; credentials saved to %s.", source.path)
     return saved
+
+
+class LoginWorker:
+    """One login on its own thread (it waits minutes for the user). It changes no engine state:
+    it saves the new credentials under the Kimi lock and reports to the engine's queue."""
+
+    def __init__(self, attempt: int, oauth: OAuthClient, source: CredentialSource, lock_timeout: float,
+                 lock_disabled: bool, clock: Clock, report: Callable[[Report], None]) -> None:
+        self.attempt = attempt
+        self.cancel = threading.Event()
+        self._run_args = (oauth, source, lock_timeout, lock_disabled, clock, report)
+        self._thread = threading.Thread(target=self._run, name="kimi-login", daemon=True)
+
+    def start(self) -> LoginWorker:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        oauth, source, lock_timeout, lock_disabled, clock, report = self._run_args
+        attempt = self.attempt
+
+        def on_code(progress: LoginProgress) -> None:
+            auth = progress.authorization
+            log.info("Login started: code %s at %s", auth.user_code, auth.verification_uri)
+            report(LoginCodeShown(attempt, auth.user_code, auth.verification_uri,
+                                  auth.verification_uri_complete, auth.expires_in))
+
+        try:
+            creds = device_login(oauth, source, lock_timeout, lock_disabled, clock=clock,
+                                 cancel=self.cancel, on_code=on_code)
+        except LoginCancelled as exc:
+            log.info("Login cancelled.")
+            report(LoginEnded(attempt, None, cancelled=True, error=str(exc)))
+        except KimiTrayError as exc:
+            log.warning("Login failed: %s", exc)
+            report(LoginEnded(attempt, None, error=str(exc)))
+        except Exception as exc:  # a thread must not die silently; the log says what happened
+            log.exception("Unexpected error during the login")
+            report(LoginEnded(attempt, None,
+                              error=f"Unexpected error during the login ({type(exc).__name__})."))
+        else:
+            report(LoginEnded(attempt, creds))

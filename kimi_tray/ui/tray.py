@@ -3,7 +3,8 @@
 pystray owns the main thread (macOS requires it) and only that thread touches the icon: the
 engine's listener, the redraw timer and the worker threads hand each change to it through
 `ui_thread` (GLib idle on Linux, the AppKit main thread on macOS, pystray's loop elsewhere). Every
-menu action hands work to the engine or to a short-lived worker, so the UI never blocks.
+menu action is a command to the engine (or a short-lived worker), so the UI never blocks; what the
+engine does shows in the Status snapshots it publishes.
 """
 
 from __future__ import annotations
@@ -19,13 +20,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kimi_tray.core.errors import DeviceFlowError, KimiTrayError
-from kimi_tray.core.health import EXPIRING_BELOW, Health, Status, health_for, refresh_margin
-from kimi_tray.engine.login import LoginCancelled, LoginProgress, device_login
-from kimi_tray.engine.renewer import Renewer
+from kimi_tray.core.config import Settings
+from kimi_tray.core.errors import KimiTrayError
+from kimi_tray.core.health import EXPIRING_BELOW, Health, LoginView, Status, health_for, refresh_margin
+from kimi_tray.engine.commands import (
+    CancelLogin,
+    FetchUsage,
+    RememberForcedLoginWarning,
+    RenewNow,
+    RestartGateway,
+    StartLogin,
+    WatchUsage,
+)
+from kimi_tray.engine.scheduler import EngineHandle
 from kimi_tray.engine.usage_alerts import alerts_from_settings
 from kimi_tray.platform.autostart import AutostartBackend, is_on
 from kimi_tray.platform.browser import open_url
+from kimi_tray.stores.usage_store import UsageStore
 from kimi_tray.ui import ui_thread
 from kimi_tray.ui.icons import draw_icon, icon_state
 from kimi_tray.ui.menu import (
@@ -172,29 +183,26 @@ NOTE_KEYS = ("note0", "note1", "note2")
 
 
 class TrayApp:
-    def __init__(self, renewer: Renewer, autostart: AutostartBackend, notifier: Notifier,
-                 log_path: Path | None, backend: str, config_error: str = "",
+    def __init__(self, engine: EngineHandle, settings: Settings, autostart: AutostartBackend,
+                 notifier: Notifier, log_path: Path | None, backend: str, config_error: str = "",
                  config_file: Path | None = None) -> None:
-        self.renewer = renewer
+        self.engine = engine
         self.autostart = autostart
         self.notifier = notifier
-        self.policy = NotificationPolicy(notifier,
-                                         last_forced_warning=renewer.state.last_forced_login_warning,
-                                         on_forced_warning=renewer.remember_forced_login_warning,
-                                         actions=("login", "open_log"), log_episodes=True)
+        self.policy = NotificationPolicy(
+            notifier, last_forced_warning=engine.status.last_forced_login_warning,
+            on_forced_warning=lambda when: engine.send(RememberForcedLoginWarning(when)),
+            actions=("login", "open_log"), log_episodes=True)
         self.log_path = log_path
         self.backend = backend
         self.config_error = config_error
         self.config_file = config_file
-        self._cancel_login: threading.Event | None = None
-        self._login_lines: tuple[str, ...] = ()
-        self._login_url = ""
-        self._login_code = ""
-        self._busy_line = ""
+        self._announced_login: tuple[int, str] = (0, "")  # (attempt, phase) already told the user
+        self._announced_restart = 0
         self._drawn: tuple[object, ...] | None = None
         self._watched_menu: object | None = None
-        self.usage_alerts = alerts_from_settings(renewer.settings, notifier, renewer.usage_store)
-        self._status: Status = renewer.status
+        self.usage_alerts = alerts_from_settings(settings, notifier, UsageStore(settings.state_dir))
+        self._status: Status = engine.status
         self._lock = threading.Lock()
         self._cancel_redraw: Callable[[], None] | None = None
         self._redraw_pending = False
@@ -210,19 +218,32 @@ class TrayApp:
         self.ui = ui_thread.for_icon(self.icon)
 
     # ----------------------------------------------------------------- menu
+    def _waiting_login(self) -> LoginView | None:
+        """The login waiting for the user's approval, if any (its code and link are shown)."""
+        login = self._status.login
+        return login if login is not None and login.phase == "waiting" else None
+
+    def _login_lines(self) -> tuple[str, ...]:
+        login = self._waiting_login()
+        return login.lines() if login else ()
+
+    def _busy_line(self) -> str:
+        """Work under way, in the menu and the tooltip."""
+        restart = self._status.gateway_restart
+        return "Restarting the OpenClaw gateway..." if restart is not None and restart.running else ""
+
     def notes(self) -> tuple[str, ...]:
         """Lines above the actions: a login's code and link, a config error, work under way."""
-        lines = list(self._login_lines)
+        lines = list(self._login_lines())
         if self.config_error:
             lines.append(f"Config error: fix {short_path(str(self.config_file or 'the config'))}, "
                          "then restart (defaults in use)")
-        if self._busy_line:
-            lines.append(self._busy_line)
+        if self._busy_line():
+            lines.append(self._busy_line())
         return tuple(lines[: len(NOTE_KEYS)])
 
     def entries(self) -> list[MenuEntry]:
-        return build_menu(self._status, self._autostart_on(), self.renewer.target.mode != "off",
-                          self.notes())
+        return build_menu(self._status, self._autostart_on(), self._status.openclaw_handoff, self.notes())
 
     def _autostart_on(self) -> bool:
         return is_on(self.autostart)
@@ -236,8 +257,8 @@ class TrayApp:
 
     def _title(self, status: Status) -> str:
         title = tooltip(status)
-        if self._busy_line:
-            title = f"{title} | {self._busy_line}"
+        if self._busy_line():
+            title = f"{title} | {self._busy_line()}"
         return f"{title} | config error, defaults in use" if self.config_error else title
 
     def _menu(self) -> Any:
@@ -271,7 +292,7 @@ class TrayApp:
             def enabled(_item: object) -> bool:
                 found = entry(key)
                 if key in NOTE_KEYS:  # a login's lines copy the code or reopen the page; others are text
-                    return bool(found and self._login_url and found.label in self._login_lines)
+                    return bool(found and found.label in self._login_lines())
                 return bool(found and found.enabled)
 
             def visible(_item: object) -> bool:
@@ -303,6 +324,7 @@ class TrayApp:
             self._status = status
             pending, self._redraw_pending = self._redraw_pending, True
         self.policy.on_status(status)
+        self._announce(status)
         if not pending:
             self.ui.call_soon(self._redraw)
 
@@ -347,15 +369,15 @@ class TrayApp:
     # ----------------------------------------------------------------- usage
     def update_usage(self) -> None:
         """A click on a usage line: fetch now (the engine's policy still spaces the requests)."""
-        self.renewer.request_usage()
+        self.engine.send(FetchUsage())
 
     def on_menu_open(self) -> None:
         """Numbers over a minute old are fetched at once when the user looks at them."""
         usage = self._status.usage
         if usage is None or usage.error or usage.fetched_at is None or \
-                self.renewer.clock.now() - usage.fetched_at > MENU_FRESH_FOR:
+                time.time() - usage.fetched_at > MENU_FRESH_FOR:
             log.info("The menu opened with usage numbers over a minute old; fetching them now.")
-            self.renewer.request_usage()
+            self.engine.send(FetchUsage())
 
     def _watch_menu_open_soon(self) -> None:
         """pystray has no menu-open hook. Its GTK backends build a Gtk.Menu (on the GLib loop, after
@@ -389,24 +411,46 @@ class TrayApp:
 
     def renew_now(self) -> None:
         log.info("Renew now, from the tray.")
-        self.renewer.request_renew()
+        self.engine.send(RenewNow())
 
     def restart_gateway(self) -> None:
-        self._show_busy("Restarting the OpenClaw gateway...")
+        self.engine.send(RestartGateway())
 
-        def work() -> None:
-            ok, message = self.renewer.target.restart_gateway()
-            self.ui.call_soon(lambda: self._show_busy(""))
-            (log.info if ok else log.warning)("%s", message)
-            self.notifier.send("OpenClaw gateway", short_path(first_sentence(message)) + ".",
-                               [OPEN_LOG] if not ok and self.notifier.shows_actions else [])
+    def _announce(self, status: Status) -> None:
+        """Engine listener: tell the user once about each step of a login and each finished
+        gateway restart the engine reports; open the login page when its code arrives."""
+        login = status.login
+        if login is not None and (login.attempt, login.phase) != self._announced_login:
+            self._announced_login = (login.attempt, login.phase)
+            self._announce_login(login)
+        restart = status.gateway_restart
+        if restart is not None and not restart.running and restart.attempt != self._announced_restart:
+            self._announced_restart = restart.attempt
+            self.notifier.send("OpenClaw gateway", short_path(first_sentence(restart.message)) + ".",
+                               [OPEN_LOG] if not restart.ok and self.notifier.shows_actions else [])
 
-        threading.Thread(target=work, name="restart-gateway", daemon=True).start()
+    def _announce_login(self, login: LoginView) -> None:
+        if login.phase == "waiting":
+            threading.Thread(target=self._open_login_page, args=(login,), name="browser",
+                             daemon=True).start()
+        elif login.phase == "done":
+            self.notifier.send("Kimi login done", login.message)
+        elif login.phase == "failed":
+            self.notifier.send("Kimi login failed", short_path(login.message),
+                               [OPEN_LOG] if self.notifier.shows_actions else [])
 
-    def _show_busy(self, line: str) -> None:
-        """UI thread only: work under way, in the menu and the tooltip."""
-        self._busy_line = line
-        self._redraw(force=True)
+    def _open_login_page(self, login: LoginView) -> None:
+        problem = open_url(login.verification_uri_complete)
+        if problem:
+            log.warning("%s Open %s and confirm the code %s.", problem, login.verification_uri,
+                        login.user_code)
+            self.notifier.send("Kimi login: open the link",
+                               f"{problem} Open {login.verification_uri_complete} and confirm "
+                               f"the code {login.user_code}.")
+        else:
+            self.notifier.send("Kimi login",
+                               f"Confirm the code {login.user_code} in the browser "
+                               f"({login.verification_uri}).")
 
     def _open_file(self, path: Path) -> None:
         if sys.platform.startswith("win"):
@@ -444,25 +488,17 @@ class TrayApp:
         self._refresh_menu()
 
     def start_login(self) -> None:
-        with self._lock:
-            if self._cancel_login is not None:
-                return
-            cancel = threading.Event()
-            self._cancel_login = cancel
-        self.renewer.login_in_progress = True
-        self.renewer.wake()
-        threading.Thread(target=self._login, args=(cancel,), name="login", daemon=True).start()
+        self.engine.send(StartLogin())
 
     def cancel_login(self) -> None:
-        if self._cancel_login is not None:
-            self._cancel_login.set()
+        self.engine.send(CancelLogin())
 
     def _note_clicked(self, index: int) -> None:
         """The login's lines: the code is copied, the link opens the page again."""
-        notes = self.notes()
-        if index >= len(notes) or notes[index] not in self._login_lines:
+        notes, lines = self.notes(), self._login_lines()
+        if index >= len(notes) or notes[index] not in lines:
             return
-        if notes[index] == self._login_lines[0]:
+        if notes[index] == lines[0]:
             self.copy_login_code()
         else:
             self.reopen_login_page()
@@ -470,67 +506,23 @@ class TrayApp:
     def copy_login_code(self) -> None:
         from kimi_tray.platform.clipboard import copy_text
 
-        code = self._login_code
+        login = self._waiting_login()
+        code = login.user_code if login else ""
         if code and not copy_text(code, gtk_loop=self.backend in ("gtk", "appindicator")):
             self.notifier.send("kimi-tray", f"No clipboard here; the code is {code}.")
         elif code:
             log.info("Copied the login code to the clipboard.")
 
     def reopen_login_page(self) -> None:
-        if self._login_url:
-            threading.Thread(target=open_url, args=(self._login_url,), name="browser", daemon=True).start()
-
-    def _login(self, cancel: threading.Event) -> None:
-        renewer = self.renewer
-
-        def on_code(progress: LoginProgress) -> None:
-            auth = progress.authorization
-            self.ui.call_soon(lambda: self._show_login(
-                auth.verification_uri_complete, auth.user_code,
-                (f"Login code {auth.user_code} (click to copy)",
-                 f"at {auth.verification_uri} (click to open again)")))
-            problem = open_url(auth.verification_uri_complete)
-            if problem:
-                log.warning("%s Open %s and confirm the code %s.", problem, auth.verification_uri,
-                            auth.user_code)
-                self.notifier.send("Kimi login: open the link",
-                                   f"{problem} Open {auth.verification_uri_complete} and confirm "
-                                   f"the code {auth.user_code}.")
-            else:
-                self.notifier.send("Kimi login",
-                                   f"Confirm the code {auth.user_code} in the browser "
-                                   f"({auth.verification_uri}).")
-            log.info("Login started: code %s at %s", auth.user_code, auth.verification_uri)
-
-        try:
-            creds = device_login(renewer.oauth, renewer.login_source(), renewer.settings.lock_timeout,
-                                 renewer.settings.kimi_lock_disabled, cancel=cancel, on_code=on_code)
-            view = renewer.finish_login(creds)
-            self.notifier.send("Kimi login done",
-                               f"Logged in; OpenClaw {view.state.replace('_', ' ')}.")
-        except LoginCancelled:
-            log.info("Login cancelled.")
-        except (DeviceFlowError, KimiTrayError) as exc:
-            self.notifier.send("Kimi login failed", short_path(str(exc)),
-                               [OPEN_LOG] if self.notifier.shows_actions else [])
-            log.warning("Login failed: %s", exc)
-        finally:
-            with self._lock:
-                self._cancel_login = None
-            renewer.login_in_progress = False
-            renewer.wake()
-            self.ui.call_soon(lambda: self._show_login("", "", ()))
-
-    def _show_login(self, url: str, code: str, lines: tuple[str, ...]) -> None:
-        """UI thread only: the login's lines in the menu (empty when it ends)."""
-        self._login_url, self._login_code, self._login_lines = url, code, lines
-        self._redraw(force=True)
+        login = self._waiting_login()
+        if login is not None:
+            threading.Thread(target=open_url, args=(login.verification_uri_complete,), name="browser",
+                             daemon=True).start()
 
     def quit(self) -> None:
         """From the menu or a signal: stop the engine, then the icon on the UI thread."""
         self._stopping = True
-        self.cancel_login()
-        self.renewer.stop(timeout=5)
+        self.engine.stop(timeout=5)  # a running login is cancelled as the engine stops
         self.ui.call_soon(self._stop_icon)
 
     def _stop_icon(self) -> None:
@@ -557,12 +549,12 @@ class TrayApp:
     def run(self, after_start: Callable[[], None] = lambda: None) -> None:
         def setup(_icon: object) -> None:  # pystray's setup thread: hands the icon to the UI thread
             self.ui.call_soon(self._show)
-            self.renewer.watch_usage()
-            self.renewer.start()
+            self.engine.send(WatchUsage())
+            self.engine.start()
             self._watch_menu_open_soon()
             self.announce_config_error()
             after_start()
 
-        self.renewer.add_listener(self.on_status)
-        self.renewer.add_listener(self.usage_alerts.on_status)
+        self.engine.add_listener(self.on_status)
+        self.engine.add_listener(self.usage_alerts.on_status)
         self.icon.run(setup=setup)

@@ -57,7 +57,7 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
         return 0
     log_path = setup_logging(settings.log_dir, to_stderr=verbose, verbose=verbose)
     from kimi_tray.core.config import config_path
-    from kimi_tray.engine.renewer import Renewer
+    from kimi_tray.engine.scheduler import Engine
     from kimi_tray.platform.autostart import get_backend
     from kimi_tray.ui.notify import choose_notifier
     from kimi_tray.ui.tray import TrayApp, choose_backend
@@ -67,13 +67,14 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
         os.environ["PYSTRAY_BACKEND"] = backend
     # One engine wake a minute serves the file check; the tray schedules its own redraws for the
     # moments the picture changes, so the tooltip is never more than a moment stale.
-    renewer = Renewer(settings.with_overrides(poll_interval=settings.tray_poll_interval))
+    engine = Engine(settings.with_overrides(poll_interval=settings.tray_poll_interval))
+    handle = engine.handle()
     log.info("kimi-tray %s tray started (backend %s); managing %s; %s", __version__,
-             backend or "default", renewer.source.path, renewer.target.describe())
+             backend or "default", handle.status.credentials_file, handle.status.openclaw_target)
     apps: list[TrayApp] = []
     notifier = choose_notifier(on_action=lambda key: apps[0].handle_action(key) if apps else None)
     try:
-        app = TrayApp(renewer, get_backend(), notifier, log_path, backend, config_error=config_error,
+        app = TrayApp(handle, settings, get_backend(), notifier, log_path, backend, config_error=config_error,
                       config_file=settings.config_file or (config_path() if config_error else None))
     except Exception as exc:  # pystray raises display errors of every kind at import
         log.error("The tray could not start: %s", exc)
@@ -84,12 +85,12 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
     from kimi_tray.engine.events import EventSources
 
     # File changes and resume wake the engine at once; it still wakes each minute for the ring.
-    sources = EventSources(renewer, redraw_step=settings.tray_poll_interval).start()
+    sources = EventSources(engine, redraw_step=settings.tray_poll_interval).start()
     try:
         app.run(after_start=lambda: watch_for_tray_host(app))
     finally:
         sources.stop()
-        renewer.stop(timeout=5)
+        handle.stop(timeout=5)
         instance.release()
     log.info("kimi-tray tray stopped.")
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.core.config import Settings
-from kimi_tray.engine.renewer import Renewer
+from kimi_tray.engine.scheduler import Engine
 from tests.conftest import ROOT, SUPPORT, kimi_file, read_json, wait_for, write_credentials
 from tests.reliability.conftest import FIGURES, run, scaled
 from tests.support.oauth_server import FakeKimiOAuth
@@ -27,8 +27,8 @@ def test_kimi_cli_style_refreshers_never_make_us_reuse_a_token(settings: Setting
                                                                lock: str) -> None:
     cred = kimi_file(home) if lock == "flock" else home / ".kimi-code" / "credentials" / "kimi-code.json"
     write_credentials(cred, oauth_server.issue(), time.time() + 600, foreign="kept")
-    engine = Renewer(settings.with_overrides(openclaw_mode="off"))
-    assert engine.source.path == cred
+    engine = Engine(settings.with_overrides(openclaw_mode="off"))
+    assert engine.renewal.source.path == cred
     def standin() -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, str(SUPPORT / "kimi_cli_standin.py"), str(cred), lock,
                                  "0.02", oauth_server.url], stdout=subprocess.PIPE, text=True)
@@ -38,10 +38,10 @@ def test_kimi_cli_style_refreshers_never_make_us_reuse_a_token(settings: Setting
         if round_ % 2 == 0:  # it holds the lock and refreshes; we wait, then refresh its token
             other = standin()
             assert other.stdout.readline().strip() == "locked"
-            engine.refresh_once(force=True)
+            engine.renewal.refresh_once(force=True)
         else:  # we hold the lock (a slow answer); it waits, then refreshes ours
             oauth_server.fail_next("late:0.1")
-            ours = threading.Thread(target=engine.refresh_once, kwargs={"force": True})
+            ours = threading.Thread(target=engine.renewal.refresh_once, kwargs={"force": True})
             ours.start()
             assert wait_for(lambda: oauth_server.refresh_calls > calls, timeout=10)  # noqa: B023
             other = standin()
