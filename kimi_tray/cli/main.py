@@ -232,18 +232,12 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def renewer_line(settings: Settings) -> str:
     """Whether a tray or daemon renews now, and whether one starts at login."""
-    from kimi_tray.platform.autostart import get_backend, get_daemon_backend, is_on
+    from kimi_tray.platform.autostart import all_backends, is_on
     from kimi_tray.platform.single_instance import running_instance
 
     holder = running_instance(settings.state_dir)
     now = holder.describe() if holder else "nothing is running (the token will run out)"
-    from kimi_tray.platform.autostart.cron import LOCATION, reboot_command
-
-    starts = [name for name, backend in (("the tray at login", get_backend()),
-                                         ("the daemon unit", get_daemon_backend()))
-              if backend is not None and is_on(backend)]
-    if reboot_command() is not None:
-        starts.append(f"the daemon from the {LOCATION}")
+    starts = [backend.starts for backend in all_backends() if is_on(backend)]
     return f"{now}; starts: {', '.join(starts) if starts else 'nothing at login'}"
 
 
@@ -396,13 +390,9 @@ def run_autostart(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "on":
         backend.enable()
         print(f"{what}: on ({backend.location()}).")
-        if args.daemon:
-            from kimi_tray.platform.autostart.systemd import user_session_available
-
-            if not user_session_available():
-                print("No systemd user manager runs now: the unit starts when one does (at your next "
-                      "login; at boot with `loginctl enable-linger $USER`). Until then: "
-                      "`kimi-tray daemon`.")
+        note = backend.after_enable()
+        if note:
+            print(note)
     elif args.action == "off":
         backend.disable()
         print(f"{what}: off.")

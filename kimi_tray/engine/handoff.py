@@ -41,7 +41,7 @@ class Handoff(Owned):
     @property
     def active(self) -> bool:
         """False when the hand-off is turned off (nothing to sync, no gateway to restart)."""
-        return self.target.mode != "off"
+        return self.target.active
 
     @property
     def mode(self) -> str:
@@ -53,8 +53,7 @@ class Handoff(Owned):
     def watched_files(self) -> list[Path]:
         """OpenClaw's legacy file(s) when that is the target (its SQLite store is not watched:
         checking it means running its CLI for seconds, and every sync would trigger that again)."""
-        files = getattr(self.target, "files", None)
-        return list(files()) if callable(files) else []
+        return self.target.watched_files()
 
     def restart_gateway(self) -> tuple[bool, str]:
         """On a worker thread (a restart takes seconds); the target keeps no engine state."""

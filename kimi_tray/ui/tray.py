@@ -407,7 +407,7 @@ class TrayApp:
         self.notifier.send("kimi-tray config error",
                            f"{short_path(first_sentence(self.config_error))}. Defaults are in use; "
                            "fix the file and restart kimi-tray.",
-                           [OPEN_CONFIG, OPEN_LOG] if self.notifier.shows_actions else [])
+                           [OPEN_CONFIG, OPEN_LOG])
 
     def renew_now(self) -> None:
         log.info("Renew now, from the tray.")
@@ -427,7 +427,7 @@ class TrayApp:
         if restart is not None and not restart.running and restart.attempt != self._announced_restart:
             self._announced_restart = restart.attempt
             self.notifier.send("OpenClaw gateway", short_path(first_sentence(restart.message)) + ".",
-                               [OPEN_LOG] if not restart.ok and self.notifier.shows_actions else [])
+                               [OPEN_LOG] if not restart.ok else [])
 
     def _announce_login(self, login: LoginView) -> None:
         if login.phase == "waiting":
@@ -437,7 +437,7 @@ class TrayApp:
             self.notifier.send("Kimi login done", login.message)
         elif login.phase == "failed":
             self.notifier.send("Kimi login failed", short_path(login.message),
-                               [OPEN_LOG] if self.notifier.shows_actions else [])
+                               [OPEN_LOG])
 
     def _open_login_page(self, login: LoginView) -> None:
         problem = open_url(login.verification_uri_complete)

@@ -83,6 +83,7 @@ class OpenClawTargetContract:
     (`needs_restart`, with the reason)."""
 
     needs_restart: bool
+    watches_store: bool  # whether OpenClaw's store is a file worth a directory watch
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -130,6 +131,13 @@ class OpenClawTargetContract:
         assert target.active or not target.restart_after_sync, "nothing to restart when off"
         assert isinstance(target.mode, str) and target.mode
 
+    def test_it_names_the_files_a_watch_should_cover(self, handed: HandOff) -> None:
+        watched = handed.target.watched_files()
+        if self.watches_store:
+            assert watched and all(p.name == "auth-profiles.json" and p.is_file() for p in watched), watched
+        else:
+            assert watched == []
+
     def test_nothing_it_says_holds_the_token(self, handed: HandOff, doctor: list[Check]) -> None:
         said = [handed.target.describe(), handed.view.detail, repr(handed.view),
                 *(f"{c.name} {c.detail} {c.fix}" for c in doctor)]
@@ -165,6 +173,7 @@ class OpenClawTargetContract:
 
 class TestOffTarget(OpenClawTargetContract):
     needs_restart = False
+    watches_store = False
 
     def make(self, root: Path) -> tuple[OpenClawTarget, dict[str, str]]:
         settings = Settings(openclaw_mode="off", openclaw_state_dir=root / ".openclaw",
@@ -182,6 +191,7 @@ class TestLegacyFileTarget(OpenClawTargetContract):
     """A real auth-profiles.json under OpenClaw's lock; no openclaw command at all."""
 
     needs_restart = True  # a running 2026.6.x gateway reads the file only when it starts
+    watches_store = True
 
     def make(self, root: Path) -> tuple[OpenClawTarget, dict[str, str]]:
         seed_agent_file(root / ".openclaw")
@@ -263,6 +273,7 @@ class TestCliTarget(RealOpenClaw, OpenClawTargetContract):
     """OpenClaw 2026.9.6 (credentials in SQLite), as npm ships it."""
 
     needs_restart = False  # paste-token makes a running gateway reload the profile
+    watches_store = False
 
     def make(self, root: Path) -> tuple[OpenClawTarget, dict[str, str]]:
         target, env = self.real_target(openclaw_dir(), "the openclaw CLI", root, "cli")
@@ -283,6 +294,7 @@ class TestAutoTargetOnJsonOpenClaw(RealOpenClaw, OpenClawTargetContract):
     """OpenClaw 2026.6.1 says its store is auth-profiles.json: the auto target writes the file."""
 
     needs_restart = True
+    watches_store = True
 
     def make(self, root: Path) -> tuple[OpenClawTarget, dict[str, str]]:
         target, env = self.real_target(openclaw_legacy_dir(), "openclaw@2026.6.1", root, "auto")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from kimi_tray.core.checks import Check
@@ -59,6 +60,11 @@ class OpenClawTarget(Protocol):
     def inspect(self, token: Token, now: float) -> OpenClawView: ...
 
     def restart_gateway(self) -> tuple[bool, str]: ...
+
+    def watched_files(self) -> list[Path]:
+        """Files of OpenClaw's whose outside change should wake the engine at once (none for the
+        SQLite store: checking it means running OpenClaw's CLI, and every sync would wake it again)."""
+        ...
 
     def doctor_checks(self, load_token: Callable[[], Token], last_view: OpenClawView,
                       now: float) -> list[Check]:

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kimi_tray.core.checks import Check
@@ -190,6 +191,9 @@ class CliTarget:
                 f"OpenClaw's Kimi profile {profile_id} (provider {profile.get('provider')}) holds "
                 "an older token.", fix))
         return problems + auth_order_problems(self.last_report, PROVIDER, self.profile_id)
+
+    def watched_files(self) -> list[Path]:
+        return []
 
     def restart_gateway(self) -> tuple[bool, str]:
         return self.runner.restart_gateway()

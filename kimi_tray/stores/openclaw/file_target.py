@@ -63,6 +63,9 @@ class LegacyFileTarget:
                 paths.append(candidate)
         return paths
 
+    def watched_files(self) -> list[Path]:
+        return self.files()
+
     def sync(self, token: Token, now: float) -> OpenClawView:
         failures: list[Exception] = []
         for path in self.files():

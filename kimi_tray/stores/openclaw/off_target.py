@@ -4,6 +4,7 @@ a backend rather than an `if` at every caller."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from kimi_tray.core.checks import Check
 from kimi_tray.stores.openclaw.base import Problem, Token
@@ -31,6 +32,9 @@ class OffTarget:
 
     def inspect(self, token: Token, now: float) -> OpenClawView:
         return self.sync(token, now)
+
+    def watched_files(self) -> list[Path]:
+        return []
 
     def restart_gateway(self) -> tuple[bool, str]:
         return False, "OpenClaw sync is off; there is no gateway to restart."

@@ -8,6 +8,7 @@ refresher of the rotating token.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from kimi_tray.core.checks import Check
 from kimi_tray.core.config import Settings
@@ -66,6 +67,9 @@ class AutoTarget:
 
     def restart_gateway(self) -> tuple[bool, str]:
         return self.current.restart_gateway()
+
+    def watched_files(self) -> list[Path]:
+        return self.current.watched_files()
 
     def doctor_checks(self, load_token: TokenLoader, last_view: OpenClawView,
                       now: float) -> list[Check]:
