@@ -177,7 +177,7 @@ def test_windows_power_broadcast_reports_one_resume() -> None:
 
 # ----------------------------------------------------------------------------- the engine
 def test_after_resume_a_failing_network_is_retried_quickly(settings, oauth_server) -> None:
-    """Just woken, the Wi-Fi is still connecting: retry every 1.5 s, not after 5, 10, 20 s."""
+    """Just woken, the Wi-Fi is still connecting: retry every second, not after 5, 10, 20 s."""
     clock = FakeClock()
     path = kimi_file(Path(settings.kimi_share_dir).parent)
     write_credentials(path, oauth_server.issue(), clock.now() - 10)  # expired

@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 RESUME_JUMP = 60.0
 MIN_LOOP_DELAY = 0.5
 RESUME_WINDOW = 30.0  # after a resume the network may need a while: retry quickly meanwhile
-RESUME_RETRY = 1.5
+RESUME_RETRY = 1.0
 THREAD_NAME = "kimi-engine"
 
 Listener = Callable[[Status], None]
