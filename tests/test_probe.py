@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kimi_tray.kimi.probe import API_KEY_FIX
+from kimi_tray.cli.probe import API_KEY_FIX
 from tests.conftest import kimi_file, read_json, run_cli, write_credentials
 from tests.support.kimi_api_server import FakeKimiApi
 

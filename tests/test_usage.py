@@ -18,12 +18,7 @@ from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings, load_settings
 from kimi_tray.core.errors import ConfigError, TransientError
 from kimi_tray.core.health import Health
-from kimi_tray.engine.commands import FetchUsage, RenewNow, WatchUsage
-from kimi_tray.engine.scheduler import Engine
-from kimi_tray.engine.usage_alerts import UsageAlerts
-from kimi_tray.engine.usage_policy import FetchPolicy
-from kimi_tray.kimi.usage_client import UsageClient, UsageUnauthorized
-from kimi_tray.kimi.usage_model import (
+from kimi_tray.core.usage import (
     Usage,
     UsageFormatError,
     UsageWindow,
@@ -31,7 +26,12 @@ from kimi_tray.kimi.usage_model import (
     parse_usages,
     plan_name,
 )
+from kimi_tray.engine.commands import FetchUsage, RenewNow, WatchUsage
+from kimi_tray.engine.scheduler import Engine
+from kimi_tray.engine.usage_policy import FetchPolicy
+from kimi_tray.kimi.usage_client import UsageClient, UsageUnauthorized
 from kimi_tray.stores.usage_store import UsageStore
+from kimi_tray.ui.usage_alerts import UsageAlerts
 from kimi_tray.ui.usage_text import age_line, format_span, short_line, window_line
 from tests.conftest import kimi_file, run_cli, wait_for, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
@@ -76,7 +76,7 @@ def test_extra_windows_unknown_units_and_garbage(caplog) -> None:
         {"window": {"duration": 60, "timeUnit": "TIME_UNIT_MINUTE"}, "detail": {"limit": "x"}},
         {"detail": {"limit": 5, "remaining": 5}},
     ]
-    with caplog.at_level(logging.INFO, logger="kimi_tray.kimi.usage_model"):
+    with caplog.at_level(logging.INFO, logger="kimi_tray.core.usage"):
         usage = parse_usages(body, fetched_at=NOW)
     names = [w.name for w in usage.windows]
     assert names == ["Week", "5 h", "1 d", "2 fortnight", "Limit 6"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from kimi_tray.core.health import Health
-from kimi_tray.kimi.usage_model import Usage, UsageWindow
+from kimi_tray.core.usage import Usage, UsageWindow
 from kimi_tray.ui.icons import COLOURS, draw_icon
 from kimi_tray.ui.menu import build_menu, tooltip, usage_entries
 from tests.conftest import ROOT

@@ -257,9 +257,9 @@ def run_checks(settings: Settings, config_error: str = "") -> int:
 
 def run_probe(settings: Settings) -> int:
     """`doctor --probe`: one minimal real request each way; 0 when OpenClaw's form is accepted."""
+    from kimi_tray.cli.probe import base_url
+    from kimi_tray.cli.probe import run_probe as send_probe
     from kimi_tray.kimi.oauth import device_headers
-    from kimi_tray.kimi.probe import base_url
-    from kimi_tray.kimi.probe import run_probe as send_probe
     from kimi_tray.stores.credentials import device_id
 
     source = choose_source(settings)

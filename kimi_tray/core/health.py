@@ -8,7 +8,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kimi_tray.kimi.usage_model import Usage
+    from kimi_tray.core.usage import Usage
 
 DEFAULT_LIFETIME = 900.0
 EXPIRING_BELOW = 120.0

@@ -85,7 +85,7 @@ def setup_logging(log_dir: Path | None, to_stderr: bool, verbose: bool = False) 
     if log_dir is not None:
         try:
             from kimi_tray.core.errors import LocalFileError
-            from kimi_tray.stores.fileio import ensure_private_dir
+            from kimi_tray.core.private_dir import ensure_private_dir
 
             ensure_private_dir(log_dir, tighten=True)
             path = log_file(log_dir)

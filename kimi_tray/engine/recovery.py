@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from kimi_tray.core.errors import LocalFileError
+from kimi_tray.core.private_dir import ensure_private_dir
 from kimi_tray.stores.credentials import Credentials, fix_permissions
-from kimi_tray.stores.fileio import atomic_write, ensure_private_dir, read_json_object
+from kimi_tray.stores.fileio import atomic_write, read_json_object
 from kimi_tray.stores.state import fingerprint
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,8 @@ from kimi_tray.core.health import (
     min_refresh_gap,
     refresh_due_at,
 )
+from kimi_tray.core.private_dir import ensure_private_dir
+from kimi_tray.core.usage import Usage
 from kimi_tray.engine.commands import (
     CancelLogin,
     Command,
@@ -57,9 +59,7 @@ from kimi_tray.engine.owned import Owned
 from kimi_tray.engine.renewal import Renewal, RetryListener, backoff_delay
 from kimi_tray.engine.status import Facts, build_status, login_needed_reason
 from kimi_tray.engine.usage import UsageKeeper
-from kimi_tray.kimi.usage_model import Usage
 from kimi_tray.stores.credentials import Credentials, CredentialSource
-from kimi_tray.stores.fileio import ensure_private_dir
 from kimi_tray.stores.openclaw import OpenClawTarget
 from kimi_tray.stores.state import OpenClawView, fingerprint
 

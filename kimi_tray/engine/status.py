@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from kimi_tray.core.health import GatewayRestart, Health, LoginView, Status, health_for
+from kimi_tray.core.usage import Usage
 from kimi_tray.engine.recovery import Unsaved
 from kimi_tray.kimi.jwt import jwt_expiry
-from kimi_tray.kimi.usage_model import Usage
 from kimi_tray.stores.credentials import Credentials
 from kimi_tray.stores.state import OpenClawView, fingerprint
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Protocol
 from kimi_tray.core.clock import Clock
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import KimiTrayError, TransientError
+from kimi_tray.core.usage import Usage
 from kimi_tray.engine.background import BackgroundCall
 from kimi_tray.engine.owned import Owned
 from kimi_tray.engine.usage_policy import MIN_GAP as USAGE_MIN_GAP
 from kimi_tray.engine.usage_policy import FetchPolicy
-from kimi_tray.kimi.usage_model import Usage
 from kimi_tray.stores.usage_store import UsageStore
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ import httpx
 
 from kimi_tray.core.config import API_BASE_WHAT, check_https_url
 from kimi_tray.core.errors import KimiTrayError, TransientError
+from kimi_tray.core.usage import Usage, UsageFormatError, parse_usages
 from kimi_tray.kimi.oauth import retry_after_seconds
-from kimi_tray.kimi.usage_model import Usage, UsageFormatError, parse_usages
 
 USAGES_PATH = "/usages"
 MAX_REPLY = 1 << 20  # the real reply is well under a kilobyte

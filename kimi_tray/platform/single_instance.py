@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kimi_tray.stores.fileio import ensure_private_dir
+from kimi_tray.core.private_dir import ensure_private_dir
 
 LOCK_NAME = "instance.lock"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import LocalFileError
+from kimi_tray.core.private_dir import ensure_private_dir
 from kimi_tray.stores.fileio import (
     DirectoryLock,
     FileLock,
@@ -21,7 +22,6 @@ from kimi_tray.stores.fileio import (
     PreparedWrite,
     atomic_write,
     dump_json_like,
-    ensure_private_dir,
     read_json_object,
     real_path,
     sweep_stale_temps,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_tray.core.errors import LocalFileError, LockTimeout
+from kimi_tray.core.private_dir import ensure_private_dir
 
 MAX_JSON_BYTES = 1024 * 1024
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -183,24 +184,6 @@ def fsync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
-    """Create a directory (and parents) the way the Kimi CLIs do: mode 0700 for what we create.
-
-    `tighten` also brings an existing directory of ours down to 0700 (older versions made 0755).
-    """
-    if directory.is_dir():
-        if tighten and os.name != "nt":
-            with contextlib.suppress(OSError):
-                if stat.S_IMODE(directory.stat().st_mode) & 0o077:
-                    os.chmod(directory, 0o700)
-        return
-    try:
-        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
-    except OSError as exc:
-        raise LocalFileError(f"Could not create {directory}: {exc.strerror or exc}.") from None
 
 
 def read_json_object(path: Path, max_bytes: int = MAX_JSON_BYTES) -> tuple[dict[str, Any], bytes]:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kimi_tray.core.errors import LocalFileError
-from kimi_tray.stores.fileio import atomic_write, ensure_private_dir, read_json_object
+from kimi_tray.core.private_dir import ensure_private_dir
+from kimi_tray.stores.fileio import atomic_write, read_json_object
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kimi_tray.core.health import Health, Status
-from kimi_tray.kimi.usage_model import Usage, UsageWindow
+from kimi_tray.core.usage import Usage, UsageWindow
 from kimi_tray.ui.usage_text import age_line, plan_words, short_line, window_line
 
 USAGE_SLOTS = 4  # menu lines for quota windows (the week, the 5-hour one, and room for more)

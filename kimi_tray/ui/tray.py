@@ -33,7 +33,6 @@ from kimi_tray.engine.commands import (
     WatchUsage,
 )
 from kimi_tray.engine.scheduler import EngineHandle
-from kimi_tray.engine.usage_alerts import alerts_from_settings
 from kimi_tray.platform.autostart import AutostartBackend, is_on
 from kimi_tray.platform.browser import open_url
 from kimi_tray.stores.usage_store import UsageStore
@@ -49,6 +48,7 @@ from kimi_tray.ui.menu import (
     usage_entries,
 )
 from kimi_tray.ui.notify import OPEN_LOG, Action, NotificationPolicy, Notifier
+from kimi_tray.ui.usage_alerts import alerts_from_settings
 
 if TYPE_CHECKING:
     from PIL import Image

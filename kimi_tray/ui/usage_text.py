@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from kimi_tray.kimi.usage_model import Usage, UsageWindow
+from kimi_tray.core.usage import Usage, UsageWindow
 
 DAY = 86400.0
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from kimi_tray.kimi.usage_model import Usage
+from kimi_tray.core.usage import Usage
 from kimi_tray.stores.usage_store import UsageStore
 from kimi_tray.ui.usage_text import reset_clock, window_line
 
