@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import LoginNeeded, TransientError
 from kimi_tray.core.health import Health
@@ -21,6 +20,7 @@ from kimi_tray.engine.scheduler import Engine
 from kimi_tray.stores.openclaw import legacy_profiles_path
 from kimi_tray.stores.state import StateStore, fingerprint
 from tests.conftest import SUPPORT, calls, kimi_file, read_json, write_credentials
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 
 

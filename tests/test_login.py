@@ -14,13 +14,13 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import KIMI_CLIENT_ID
 from kimi_tray.core.errors import DeviceFlowError
 from kimi_tray.engine.login import LoginCancelled, LoginProgress, device_login
 from kimi_tray.kimi.oauth import OAuthClient
 from kimi_tray.stores.credentials import CredentialSource
 from tests.conftest import ROOT, kimi_file, read_json, run_cli, write_credentials
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 
 

@@ -71,8 +71,8 @@ def test_the_tray_line_shows_why_openclaw_is_in_error() -> None:
 def test_engine_does_not_paste_again_for_a_problem_pasting_cannot_fix(settings, home, oauth_server,
                                                                       env, monkeypatch) -> None:
     """A missing Kimi plugin is reported once per token, not retried every 30 s."""
-    from kimi_tray.core.clock import FakeClock
     from kimi_tray.engine.scheduler import Engine
+    from tests.support.clock import FakeClock
 
     monkeypatch.setenv("FAKE_OPENCLAW_LOG", env["FAKE_OPENCLAW_LOG"])
     monkeypatch.setenv("FAKE_OPENCLAW_NO_KIMI_PLUGIN", "1")

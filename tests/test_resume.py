@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.engine.commands import Resumed
 from kimi_tray.engine.scheduler import RESUME_RETRY, Engine
 from kimi_tray.platform.resume import (
@@ -33,6 +32,7 @@ from kimi_tray.platform.resume import (
     resume_listener,
 )
 from tests.conftest import ROOT, have, kimi_file, read_json, require, wait_for, write_credentials
+from tests.support.clock import FakeClock
 
 RESUME_WITHIN = 5.0
 TWO_HOURS = 7200

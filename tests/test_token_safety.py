@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.engine.scheduler import Engine
 from tests.conftest import (
     SUPPORT,
@@ -30,6 +29,7 @@ from tests.conftest import (
     wait_for,
     write_credentials,
 )
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth, make_jwt
 
 

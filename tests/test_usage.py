@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings, load_settings
 from kimi_tray.core.errors import ConfigError, TransientError
 from kimi_tray.core.health import Health
@@ -34,6 +33,7 @@ from kimi_tray.stores.usage_store import UsageStore
 from kimi_tray.ui.usage_alerts import UsageAlerts
 from kimi_tray.ui.usage_text import age_line, format_span, short_line, window_line
 from tests.conftest import kimi_file, run_cli, wait_for, write_credentials
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage, kimi_reply
 
