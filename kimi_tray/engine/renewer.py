@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypedDict
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from kimi_tray.core import logs
 from kimi_tray.core.clock import Clock, SystemClock
@@ -57,6 +55,9 @@ from kimi_tray.stores.fileio import (
 from kimi_tray.stores.openclaw import OpenClawTarget, Token, choose_target
 from kimi_tray.stores.state import OpenClawView, PersistentState, StateStore, fingerprint
 from kimi_tray.stores.usage_store import UsageStore
+
+if TYPE_CHECKING:  # imported with the first request (kimi_tray.kimi.httpclient says why)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -434,6 +435,8 @@ class Renewer:
         """httpx's own limits (per connect and per read) for a request on its thread. The caller
         bounds the whole request itself; these only end a thread nobody waits for any more, so
         they are long: an answer that comes late still carries the rotated token."""
+        import httpx
+
         connect = min(LOCKED_CONNECT_TIMEOUT, self._request_time(deadline))
         return httpx.Timeout(self._late_wait(), connect=connect)
 
