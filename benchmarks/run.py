@@ -43,7 +43,7 @@ from kimi_tray.stores.openclaw import LegacyFileTarget, Token, legacy_profiles_p
 WEEK = 7 * 86400
 LIFETIME = 900
 SHORT_LIFETIME = 20  # tokens for the after-renewals rows: one renewal every 10 s
-REFRESH_WINDOW = 45.0  # seconds measured with them: 3 or 4 renewals
+REFRESH_WINDOW = 45.0  # seconds measured with them (after start-up): 4 or 5 renewals in all
 AFTER_RENEWALS = "{what} RSS after renewals (20 s tokens)"
 USAGE = LoopbackUsage()  # the usage endpoint every run here talks to (never the real one)
 
