@@ -168,7 +168,7 @@ class Desktop:
                      "240", "--heighttype", "pixel", "--height", "48", "--transparent", "false",
                      "--tint", "0x333333", "--SetDockType", "true"], self.env)
         self._spawn(["dunst"], self.env)
-        _wait(lambda: "panel" in self.windows(), "trayer")
+        _wait(lambda: "panel" in self.windows(), "trayer", timeout=30)  # slow on a busy machine
         time.sleep(0.5)
         return self
 

@@ -13,13 +13,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from kimi_tray import __version__
 from kimi_tray.core.config import API_BASE_WHAT, Settings, check_https_url
+from kimi_tray.kimi.httpclient import new_client
 from kimi_tray.stores.openclaw import KIMI_PROVIDERS
+
+if TYPE_CHECKING:  # only `doctor --probe` needs it (kimi_tray.kimi.httpclient says why)
+    import httpx
 
 MODEL = "kimi-for-coding"
 # What OpenClaw's bundled Kimi provider sends (extensions/kimi-coding, provider-catalog in 2026.6.1)
@@ -93,6 +95,8 @@ def forms(base: str, token: str, device: dict[str, str], openai_dialect: bool) -
 
 
 def send(form: Form, token: str, client: httpx.Client) -> Answer:
+    import httpx
+
     try:
         response = client.post(form.url, headers=form.headers, json=form.body)
     except httpx.HTTPError as exc:
@@ -137,8 +141,7 @@ def run_probe(settings: Settings, token: str, device: dict[str, str],
               transport: httpx.BaseTransport | None = None) -> tuple[list[Answer], str]:
     """One minimal request each way; the answers and what they mean for OpenClaw."""
     base = base_url(settings)
-    with httpx.Client(timeout=settings.http_timeout, transport=transport, trust_env=False,
-                      follow_redirects=False) as client:
+    with new_client(None, settings.http_timeout, transport) as client:
         answers = [send(form, token, client)
                    for form in forms(base, token, device, openclaw_uses_openai_dialect(settings))]
     return answers, meaning(answers[0], answers[1])

@@ -9,14 +9,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from kimi_tray import __version__
 from kimi_tray.core.config import check_oauth_host
 from kimi_tray.core.errors import DeviceFlowError, LoginNeeded, TransientError
+from kimi_tray.kimi.httpclient import new_client
 from kimi_tray.kimi.jwt import jwt_expiry
+
+if TYPE_CHECKING:  # imported when a client is made (kimi_tray.kimi.httpclient says why)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,7 @@ class OAuthClient:
         self.host = host.rstrip("/")
         self.client_id = client_id
         self.now = now
-        self._client = httpx.Client(
-            headers=headers or {}, timeout=timeout, transport=transport, follow_redirects=False,
-            trust_env=False,
-        )
+        self._client = new_client(headers, timeout, transport)
 
     def close(self) -> None:
         self._client.close()
@@ -168,6 +167,8 @@ class OAuthClient:
 
     def _post(self, path: str, form: dict[str, str],
               timeout: httpx.Timeout | float | None = None) -> httpx.Response:
+        import httpx
+
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             return self._client.post(self.host + path, data=form, **extra)

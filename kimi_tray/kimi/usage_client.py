@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-
-import httpx
+from typing import TYPE_CHECKING
 
 from kimi_tray.core.config import API_BASE_WHAT, check_https_url
 from kimi_tray.core.errors import KimiTrayError, TransientError
 from kimi_tray.core.usage import Usage, UsageFormatError, parse_usages
+from kimi_tray.kimi.httpclient import new_client
 from kimi_tray.kimi.oauth import retry_after_seconds
+
+if TYPE_CHECKING:  # imported when the client is made (kimi_tray.kimi.httpclient says why)
+    import httpx
 
 USAGES_PATH = "/usages"
 MAX_REPLY = 1 << 20  # the real reply is well under a kilobyte
@@ -26,8 +29,7 @@ class UsageClient:
         check_https_url(base_url, API_BASE_WHAT)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._client = httpx.Client(headers=headers or {}, timeout=timeout, transport=transport,
-                                    follow_redirects=False, trust_env=False)
+        self._client = new_client(headers, timeout, transport)
 
     def close(self) -> None:
         self._client.close()
@@ -36,6 +38,8 @@ class UsageClient:
         """One request, done within `timeout` in all (httpx's timeouts are per read, so a server
         sending a byte now and then would otherwise hold us for ever).
         Raises UsageUnauthorized, or TransientError (network, 429, 5xx, bad JSON, too slow)."""
+        import httpx
+
         url = self.base_url + USAGES_PATH
         deadline = time.monotonic() + self.timeout
         too_slow = TransientError(f"the usage server at {self.base_url} did not answer in time")
