@@ -129,6 +129,24 @@ def test_terminal_login_shows_url_code_countdown_and_succeeds(oauth_server, env,
     assert stat.S_IMODE((home / ".kimi").stat().st_mode) == 0o700
 
 
+def test_terminal_login_says_when_the_browser_could_not_open(oauth_server, env, home, tmp_path) -> None:
+    """The opener fails at once (no browser installed): the user hears it and gets the link."""
+    opener = tmp_path / "no-browser"
+    opener.write_text("#!/bin/sh\necho 'no method available' >&2\nexit 3\n")
+    opener.chmod(0o755)
+    oauth_server.device_script = ["pending"]
+    child = pexpect.spawn(sys.executable, ["-m", "kimi_tray", "login"], env={**env, "BROWSER": str(opener)},
+                          cwd=str(ROOT), encoding="utf-8", timeout=20, dimensions=(24, 120))
+    child.expect(r"(http://127\.0\.0\.1:\d+/device\?user_code=CODE-\d+)")
+    child.expect(r"\((.*) Open the page yourself\.\)")
+    said = child.match.group(1)
+    child.expect("Waiting for you to approve it")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert said == "The browser did not open (no-browser: no method available).", said
+
+
 def test_terminal_login_ctrl_c_cancels_cleanly(oauth_server, env, home) -> None:
     oauth_server.device_script = ["pending"]
     child = spawn_login(env)

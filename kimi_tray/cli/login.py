@@ -9,22 +9,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import webbrowser
 
 from kimi_tray.core.config import Settings
 from kimi_tray.core.health import LoginView, Status, format_duration
 from kimi_tray.core.logs import setup_logging
 from kimi_tray.engine.commands import CancelLogin, StartLogin
 from kimi_tray.engine.scheduler import Engine, EngineHandle
+from kimi_tray.platform.browser import open_url
 
 CANCEL_WAIT = 10.0  # seconds to wait for the engine to confirm a cancel before leaving anyway
-
-
-def open_browser(url: str) -> bool:
-    try:
-        return webbrowser.open(url, new=2)
-    except webbrowser.Error:
-        return False
 
 
 class _LoginWatch:
@@ -71,8 +64,10 @@ def _follow(handle: EngineHandle, watch: _LoginWatch, open_browser_too: bool) ->
                 shown = True
                 print(f"Open this page to log in to Kimi:\n  {login.verification_uri_complete}")
                 print(f"and check that it shows the code:  {login.user_code}")
-                if open_browser_too and open_browser(login.verification_uri_complete):
-                    print("(The browser was opened for you.)")
+                if open_browser_too:
+                    problem = open_url(login.verification_uri_complete)
+                    print(f"({problem} Open the page yourself.)" if problem
+                          else "(The browser was opened for you.)")
                 print("Waiting for you to approve it... (Ctrl-C cancels)", flush=True)
             if interactive and login.expires_at is not None:
                 left = max(0.0, login.expires_at - time.time())
