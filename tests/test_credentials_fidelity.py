@@ -20,8 +20,8 @@ from kimi_tray.stores.credentials import (
     PYTHON_CLI,
     SAVE_RESERVE,
     TYPESCRIPT_CLI,
-    CredentialSource,
     Credentials,
+    CredentialSource,
     candidate_sources,
     device_id,
     expiry_problem,
@@ -280,7 +280,8 @@ def test_a_configured_file_is_owned_by_the_cli_whose_home_holds_it(tmp_path: Pat
     [two] = candidate_sources(outside)
     assert (two.owner, two.home, two.path) == (PYTHON_CLI, tmp_path / "other", outside.credentials_file)
     both = candidate_sources(settings)
-    assert [(s.owner, s.home) for s in both] == [(PYTHON_CLI, tmp_path / ".kimi"), (TYPESCRIPT_CLI, tmp_path / "kc")]
+    assert [(s.owner, s.home) for s in both] == [(PYTHON_CLI, tmp_path / ".kimi"),
+                                                 (TYPESCRIPT_CLI, tmp_path / "kc")]
 
 
 def test_stale_temp_files_are_swept_fresh_ones_kept(tmp_path: Path) -> None:
