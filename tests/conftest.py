@@ -63,6 +63,10 @@ def openclaw_env(env: dict[str, str], directory: Path, state_dir: Path) -> dict[
                 OPENCLAW_STATE_DIR=str(state_dir), NO_COLOR="1", **certs)
 
 
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
+    mutation.hide_from_children()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:  # noqa: ARG001
     mutation.discard_child_hits()
