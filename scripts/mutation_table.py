@@ -34,9 +34,11 @@ def load(root: Path) -> dict[str, dict[str, str]]:
         source = meta.relative_to(root / "mutants").with_suffix("").with_suffix("")
         module = ".".join(source.parts).removesuffix(".__init__")
         codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
-        if codes:
-            results[module] = {name: STATUS_BY_EXIT_CODE.get(code, "suspicious")
-                               for name, code in codes.items()}
+        # A run limited to some mutants (or stopped early) leaves the others unchecked (None).
+        checked = {name: STATUS_BY_EXIT_CODE.get(code, "suspicious")
+                   for name, code in codes.items() if code is not None}
+        if checked:
+            results[module] = checked
     return results
 
 
@@ -68,8 +70,6 @@ def main(argv: list[str]) -> int:
     results = load(Path.cwd())
     if args.modules:
         results = {m: r for m, r in results.items() if any(fnmatch.fnmatch(m, p) for p in args.modules)}
-    # A run limited to some mutants leaves the others "not checked": show only modules it ran.
-    results = {m: r for m, r in results.items() if any(s != "not checked" for s in r.values())}
     if not results:
         print("No mutation results under mutants/: run scripts/mutation first.", file=sys.stderr)
         return 1

@@ -191,3 +191,8 @@ def test_with_overrides_returns_a_changed_copy() -> None:
     base = Settings()
     changed = base.with_overrides(lock_timeout=1.0)
     assert changed.lock_timeout == 1.0 and base.lock_timeout == 10.0 and changed is not base
+
+
+def test_fractions_below_one_are_positive_numbers(tmp_path: Path) -> None:
+    settings = load_settings(with_toml(tmp_path, "locked_http_timeout = 0.5\nusage_thresholds = [0.5]"))
+    assert settings.locked_http_timeout == 0.5 and settings.usage_thresholds == (0.5,)

@@ -113,6 +113,26 @@ def test_empty_scope_and_token_type_keep_the_files_own(tmp_path: Path) -> None:
     assert (saved.scope, saved.token_type, saved.expires_in) == ("from-file", "FileType", 900.0)
 
 
+def test_scope_left_out_keeps_the_files_own_and_token_type_is_bearer(tmp_path: Path) -> None:
+    source = src(tmp_path)
+    write(source, json.dumps({**ORIGINAL, "scope": "from-file", "token_type": "FileType"}))
+    saved = source.save("a2", "r2", 1_800_000_000.0, 900.0)
+    assert (saved.scope, saved.token_type) == ("from-file", "Bearer")
+    fresh = src(tmp_path / "new")
+    assert (fresh.save("a", "r", 1_800_000_000.0, 900.0).scope, fresh.load().token_type) == ("", "Bearer")
+
+
+def test_a_prepared_save_uses_the_file_as_read_before_the_refresh(tmp_path: Path) -> None:
+    """Only the rename is left after the answer: the file is not read again, so a file garbled
+    meanwhile does not cost the foreign fields read before."""
+    source = src(tmp_path)
+    write(source, json.dumps(ORIGINAL, indent=4))
+    prepared = source.prepare_save()
+    source.path.write_text("{garbled")
+    source.save(**NEW, prepared=prepared)
+    assert source.path.read_text() == json.dumps(expected_after_save(), indent=4)
+
+
 def test_a_new_file_gets_every_field_indented_by_two(tmp_path: Path) -> None:
     source = src(tmp_path)
     source.save("a2", "r2", 1_800_000_000.25, 60.0, scope="", token_type="")

@@ -259,3 +259,65 @@ def test_private_directories(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(LocalFileError, match="Could not create"):
         ensure_private_dir(blocker / "sub")
+
+
+# ----------------------------------------------------------------------------- found by mutation testing
+
+def test_lock_defaults_match_the_kimi_clis() -> None:
+    lock = DirectoryLock(Path("/x/oauth/kimi-code"))
+    assert (lock.timeout, lock.stale, lock.poll) == (10.0, 5.0, 0.1)
+    assert lock.lock_dir == Path("/x/oauth/kimi-code.lock")
+    file_lock = FileLock(Path("/x/kimi-code.lock"))
+    assert (file_lock.timeout, file_lock.poll) == (10.0, 0.05)
+
+
+def test_a_stale_lock_is_taken_over_at_once_even_with_a_long_poll(tmp_path: Path) -> None:
+    sentinel = tmp_path / "oauth" / "kimi-code"
+    sentinel.parent.mkdir()
+    held = sentinel.with_name("kimi-code.lock")
+    held.mkdir()
+    age(held, 60)
+    started = time.monotonic()
+    with DirectoryLock(sentinel, timeout=0.01, stale=5, poll=5):
+        assert time.monotonic() - started < 1, "no poll wait after removing a stale lock"
+
+
+def test_a_stale_lock_with_something_inside_is_waited_for_not_spun_on(tmp_path: Path) -> None:
+    sentinel = tmp_path / "oauth" / "kimi-code"
+    sentinel.parent.mkdir()
+    held = sentinel.with_name("kimi-code.lock")
+    held.mkdir()
+    (held / "not-ours").write_text("x")
+    age(held, 60)
+    started = time.monotonic()
+    with pytest.raises(LockTimeout):
+        DirectoryLock(sentinel, timeout=0.3, stale=5, poll=0.05).acquire()
+    assert time.monotonic() - started < 3 and (held / "not-ours").exists()
+
+
+def test_a_lock_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    sentinel = tmp_path / ("k" * 252)  # the sentinel fits in a name, "<sentinel>.lock" does not
+    with pytest.raises(LocalFileError) as info:
+        DirectoryLock(sentinel, timeout=1).acquire()
+    assert str(info.value).startswith(f"Could not create lock {sentinel}.lock: ")
+    assert "File name too long" in str(info.value)
+
+
+def test_release_is_harmless_before_acquire_and_after_a_takeover(tmp_path: Path) -> None:
+    sentinel = tmp_path / "oauth" / "kimi-code"
+    DirectoryLock(sentinel).release()
+    lock = DirectoryLock(sentinel, timeout=1, stale=0.2)
+    lock.acquire()
+    assert lock._keeper is not None and lock._keeper.daemon, "the keeper never keeps a process alive"
+    lock.lock_dir.rmdir()  # another program took it over as stale and released it
+    time.sleep(0.15)  # the keeper's touch fails meanwhile, quietly
+    assert lock._keeper.is_alive()
+    lock.release()
+    assert lock._keeper is None
+
+
+def test_discard_after_the_temp_file_vanished(tmp_path: Path) -> None:
+    prepared = PreparedWrite(tmp_path / "f.json", 16)
+    prepared.tmp.unlink()
+    prepared.discard()
+    assert list(tmp_path.iterdir()) == []

@@ -126,3 +126,9 @@ def test_summary_shows_the_openclaw_detail_only_on_error() -> None:
     assert Status(Health.FRESH, now=0.0, openclaw="error").summary().endswith(", OpenClaw sync failed")
     stale = Status(Health.FRESH, now=0.0, openclaw="stale", openclaw_detail="old token")
     assert stale.summary().endswith(", OpenClaw stale")
+
+
+def test_a_one_second_token_keeps_its_own_lifetime() -> None:
+    # Lifetimes below the 10 s gap are real lifetimes, not "unknown".
+    assert refresh_margin(1.0) == 0.5 and min_refresh_gap(1.0) == MIN_REFRESH_GAP
+    assert refresh_margin(0.5) == 0.25 and min_refresh_gap(0.5) == MIN_REFRESH_GAP

@@ -272,6 +272,8 @@ def test_interval_min_gap_and_reset_slack() -> None:
     assert policy.due_at(True) == 1000.0 + MIN_GAP, "never twice within the least gap"
     policy.succeeded(1000.0, [995.0])  # a reset at last + slack - 0 is already past
     assert policy.due_at(True) == 1300.0
+    policy.succeeded(1000.0, [997.0])  # reset just before the fetch: its slack is still ahead
+    assert policy.due_at(True) == 1000.0 + MIN_GAP
     policy.succeeded(1000.0, [])
     assert policy.due_at(True) == 1300.0
     policy.request()
@@ -297,8 +299,22 @@ def test_failures_back_off_and_retry_after_is_capped() -> None:
     assert policy.due_at(True) == 2000.0 + RETRY_AFTER_CAP, "a plain request keeps the backoff"
     policy.request(urgent=True)
     assert policy.due_at(True) == 2000.0 + MIN_GAP, "an urgent one forgets it, not the least gap"
+    assert policy.not_before == 2000.0 + MIN_GAP
     policy.succeeded(2100.0, [])
     assert (policy.failures, policy.not_before, policy.requested) == (0, 0.0, False)
+
+
+def test_a_failure_answers_the_request() -> None:
+    policy = FetchPolicy(periodic=False)
+    policy.request()
+    policy.failed(100.0)
+    assert policy.requested is False and policy.due_at(True) is None, "retried only when asked again"
+
+
+def test_unknown_units_show_the_duration_as_the_server_sent_it() -> None:
+    assert window_name({"duration": 1234567, "timeUnit": "TIME_UNIT_TICK"}) == ("1234567 tick", None)
+    assert window_name({"duration": 1e15, "timeUnit": "TIME_UNIT_TICK"}) == ("1e+15 tick", None)
+    assert window_name({"duration": 999999999999999, "timeUnit": "X"}) == ("999999999999999 x", None)
 
 
 def test_urgent_request_before_any_attempt() -> None:

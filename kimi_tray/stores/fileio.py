@@ -387,6 +387,9 @@ class DirectoryLock:
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
+            # Something inside it: not a lock we may remove. Waiting (up to the timeout) rather
+            # than trying again at once, which would spin on it for ever.
+            return False
         return True
 
     def _keep_fresh(self) -> None:
