@@ -171,6 +171,7 @@ def test_read_messages(tmp_path: Path) -> None:
     (b'{\n    "a": "x",\n    "b": 1\n}', b'{\n    "a": "x",\n    "b": 1,\n    "c": 3\n}'),
     (b'{\n\t"a": "x",\n\t"b": 1\n}\n', b'{\n\t"a": "x",\n\t"b": 1,\n\t"c": 3\n}\n'),
     (b'{\n"a": "x",\n"b": 1\n}\n', b'{"a": "x", "b": 1, "c": 3}\n'),
+    (b'{\n    "a": "x", "b": 1}', b'{\n    "a": "x",\n    "b": 1,\n    "c": 3\n}'),  # two lines
 ])
 def test_dump_keeps_the_layout_it_finds(original: bytes, expected: bytes) -> None:
     value = json.loads(original)
@@ -180,7 +181,7 @@ def test_dump_keeps_the_layout_it_finds(original: bytes, expected: bytes) -> Non
 
 def test_dump_of_a_new_file_and_of_non_ascii_and_non_finite_values() -> None:
     assert dump_json_like({"a": "ü"}, None) == '{\n  "a": "ü"\n}\n'.encode()
-    with pytest.raises(LocalFileError, match="non-finite"):
+    with pytest.raises(LocalFileError, match="^Refusing to write a non-finite number into a JSON file.$"):
         dump_json_like({"a": float("nan")}, None)
     with pytest.raises(LocalFileError, match="non-finite"):
         dump_json_like({"a": float("inf")}, b"{}")

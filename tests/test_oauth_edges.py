@@ -370,6 +370,18 @@ def test_device_poll_on_a_failing_server_is_transient(scripted: ScriptedServer) 
         client(scripted).poll_device_token("dc")
 
 
+@pytest.mark.parametrize("body", [b"[]", b"not json"])
+def test_device_poll_reply_that_is_not_an_object(scripted: ScriptedServer, body: bytes) -> None:
+    scripted.reply(body)
+    with pytest.raises(TransientError, match="not JSON"):
+        client(scripted).poll_device_token("dc")
+
+
+def test_device_poll_with_a_bad_lifetime_uses_the_access_tokens_expiry(scripted: ScriptedServer) -> None:
+    scripted.reply({**GOOD, "access_token": make_jwt({"exp": NOW + 700}), "expires_in": 0})
+    assert client(scripted).poll_device_token("dc").expires_in == 700.0
+
+
 def test_device_poll_reply_with_an_empty_refresh_token_is_refused(scripted: ScriptedServer) -> None:
     scripted.reply({**GOOD, "refresh_token": ""})
     with pytest.raises(TransientError, match="lacks the new tokens"):
