@@ -321,3 +321,76 @@ def test_urgent_request_before_any_attempt() -> None:
     policy = FetchPolicy(periodic=False)
     policy.request(urgent=True)
     assert policy.not_before == 0.0 and policy.due_at(True) == 0.0
+
+
+# ----------------------------------------------------------------------------- found by mutation testing
+
+def test_each_skipped_part_of_a_reply_is_logged_by_name(caplog) -> None:
+    long_date = "not a date " + "x" * 60
+    body = {
+        "usage": {"used": 1, "limit": 2, "resetTime": long_date},
+        "limits": [
+            "garbage",
+            {"window": {"duration": 5, "timeUnit": "TIME_UNIT_HOUR"}, "detail": []},
+            {"window": {"duration": 1, "timeUnit": "TIME_UNIT_DAY"}, "detail": {"limit": "x"}},
+            {"window": {"duration": 2, "timeUnit": "TIME_UNIT_DAY"}, "used": 1, "resetAt": -1},
+        ],
+    }
+    with caplog.at_level(logging.INFO, logger="kimi_tray.kimi.usage_model"):
+        usage = parse_usages(body)
+    assert [w.name for w in usage.windows] == ["Week", "2 d"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Ignoring a usage reset time that is not a date: {long_date[:40]!r}.",
+        "Ignoring usage limit #1: not an object.",
+        "Ignoring usage window '5 h': not an object.",
+        "Ignoring usage window '1 d': neither `used` nor `limit` and `remaining` are numbers.",
+        "Ignoring a usage reset time out of any calendar: '-1'.",
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="kimi_tray.kimi.usage_model"):
+        parse_time("9" * 60)
+        parse_usages({"usage": {"used": 1}, "limits": {"not": "a list"}})
+        parse_usages({"usage": {"used": 1}})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Ignoring a usage reset time out of any calendar: {'9' * 40!r}.",
+        "Ignoring the usage reply's `limits`: not a list.",
+    ]
+
+
+def test_format_errors_say_what_was_wrong() -> None:
+    with pytest.raises(UsageFormatError) as info:
+        parse_usages([])
+    assert str(info.value) == "The Kimi usage reply is not a JSON object."
+    with pytest.raises(UsageFormatError) as info:
+        parse_usages({})
+    assert str(info.value) == "The Kimi usage reply holds no quota window we can read."
+
+
+@pytest.mark.parametrize("used", [float("nan"), "nan", "inf", "-inf", "Infinity", True, None, [1]])
+def test_numbers_that_are_not_usable_are_unknown(used: object) -> None:
+    with pytest.raises(UsageFormatError):
+        parse_usages({"usage": {"used": used}})
+
+
+def test_times_just_above_zero_and_epoch_text_only() -> None:
+    assert parse_time(0.5) == 0.5 and parse_time("0.5") == 0.5
+    assert parse_time("1e5") is None, "not epoch text, not a date"
+    assert Usage.from_cache({"windows": [{"name": "w", "used": 1, "resets_at": 0.5}]}, 60.0).windows[0] \
+        .resets_at == 0.5
+
+
+def test_a_date_without_a_zone_is_utc_whatever_the_local_zone(monkeypatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert parse_time("2026-12-01T00:00:00") == 1_796_083_200.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_window_of_just_over_366_days_is_garbled() -> None:
+    assert window_name({"duration": 366 * 86400, "timeUnit": "TIME_UNIT_SECOND"})[1] == 366 * 86400.0
+    assert window_name({"duration": 366 * 86400 + 1, "timeUnit": "TIME_UNIT_SECOND"}) == ("", None)
