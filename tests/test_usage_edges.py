@@ -97,6 +97,14 @@ def test_json_and_cache_forms_round_trip(tmp_path: Path) -> None:
     None, [], "x", {"windows": [{"used": 1}]}, {"windows": [{"name": "w", "used": "many"}]},
     {"windows": [{"name": "w"}]}, {"windows": 5}, {"fetched_at": "later"},
 ])
+def test_a_failed_fetch_is_remembered_with_its_error(tmp_path: Path) -> None:
+    store = UsageStore(tmp_path)
+    usage = Usage(fetched_at=5.0, windows=(UsageWindow("Week", 1.0, 2.0, 1.0),)).failed("HTTP 503", 9.0)
+    store.save_usage(usage)
+    loaded = store.load_usage(60.0)
+    assert loaded == usage and loaded.error == "HTTP 503" and loaded.checked_at == 9.0
+
+
 def test_a_cache_of_the_wrong_shape_is_no_cache(cache: object) -> None:
     assert Usage.from_cache(cache, 60.0) is None
 
@@ -135,7 +143,8 @@ def test_usage_file_in_an_unwritable_place_only_warns(tmp_path: Path, caplog) ->
     blocker.write_text("")
     with caplog.at_level(logging.WARNING):
         UsageStore(blocker / "state").save_alerts({})
-    assert "Could not save the usage file" in caplog.text
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"Could not save the usage file: Could not create {blocker}")
 
 
 # ----------------------------------------------------------------------------- parsing
