@@ -93,10 +93,6 @@ def test_json_and_cache_forms_round_trip(tmp_path: Path) -> None:
     assert text.startswith('{\n  "last": {') and text.endswith("}\n")
 
 
-@pytest.mark.parametrize("cache", [
-    None, [], "x", {"windows": [{"used": 1}]}, {"windows": [{"name": "w", "used": "many"}]},
-    {"windows": [{"name": "w"}]}, {"windows": 5}, {"fetched_at": "later"},
-])
 def test_a_failed_fetch_is_remembered_with_its_error(tmp_path: Path) -> None:
     store = UsageStore(tmp_path)
     usage = Usage(fetched_at=5.0, windows=(UsageWindow("Week", 1.0, 2.0, 1.0),)).failed("HTTP 503", 9.0)
@@ -105,6 +101,10 @@ def test_a_failed_fetch_is_remembered_with_its_error(tmp_path: Path) -> None:
     assert loaded == usage and loaded.error == "HTTP 503" and loaded.checked_at == 9.0
 
 
+@pytest.mark.parametrize("cache", [
+    None, [], "x", {"windows": [{"used": 1}]}, {"windows": [{"name": "w", "used": "many"}]},
+    {"windows": [{"name": "w"}]}, {"windows": 5}, {"fetched_at": "later"},
+])
 def test_a_cache_of_the_wrong_shape_is_no_cache(cache: object) -> None:
     assert Usage.from_cache(cache, 60.0) is None
 
