@@ -97,7 +97,7 @@ def test_a_failed_fetch_is_remembered_with_its_error(tmp_path: Path) -> None:
     store = UsageStore(tmp_path)
     usage = Usage(fetched_at=5.0, windows=(UsageWindow("Week", 1.0, 2.0, 1.0),)).failed("HTTP 503", 9.0)
     store.save_usage(usage)
-    loaded = store.load_usage(60.0)
+    loaded = store.load_usage(360.0)
     assert loaded == usage and loaded.error == "HTTP 503" and loaded.checked_at == 9.0
 
 
