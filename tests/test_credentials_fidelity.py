@@ -327,3 +327,56 @@ def test_device_id_is_read_back_stripped_and_an_empty_one_replaced(tmp_path: Pat
     (home / "device_id").write_text("  \n")
     fresh = device_id(home)
     assert len(fresh) == 32 and (home / "device_id").read_text() == fresh
+
+
+# ----------------------------------------------------------------------------- found by mutation testing
+
+def test_a_lifetime_below_one_second_is_still_a_lifetime() -> None:
+    creds = parse_credentials(Path("f"), {"access_token": "a", "refresh_token": "r", "expires_at": 1,
+                                          "expires_in": 0.5})
+    assert creds.expires_in == 0.5
+
+
+def test_the_permission_warning_names_the_file_and_its_mode(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "f.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        fix_permissions(path)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} was readable by other users (mode 644); changed it to 600."]
+
+
+def choose_env(tmp_path: Path) -> dict[str, str]:
+    return {"HOME": str(tmp_path), "KIMI_TRAY_CONFIG": str(tmp_path / "none.toml")}
+
+
+def kimi_files(tmp_path: Path) -> tuple[Path, Path]:
+    return (tmp_path / ".kimi" / "credentials" / "kimi-code.json",
+            tmp_path / ".kimi-code" / "credentials" / "kimi-code.json")
+
+
+def put(path: Path, refresh: str, expires_at: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"access_token": "a", "refresh_token": refresh, "expires_at": expires_at}))
+    path.chmod(0o600)
+
+
+def test_choose_source_ranks_live_then_latest_then_the_python_cli(tmp_path: Path) -> None:
+    from kimi_tray.stores.credentials import choose_source
+
+    settings = load_settings(choose_env(tmp_path))
+    py, ts = kimi_files(tmp_path)
+    put(py, "live", 100.0)
+    put(ts, "", 200.0)  # later, but its refresh token is gone
+    assert choose_source(settings).path == py
+    put(ts, "live", 100.0)  # a tie: the Python CLI's file
+    assert choose_source(settings).path == py
+    py.write_text("{corrupt")
+    put(ts, "", 0.0)  # a tombstone still beats a file we cannot read
+    assert choose_source(settings).path == ts
+    py.unlink()
+    put(py, "live", 100.0)
+    py.chmod(0o644)
+    choose_source(settings)
+    assert stat.S_IMODE(py.stat().st_mode) == 0o644, "choosing reads only: the chosen source fixes it"
