@@ -380,3 +380,22 @@ def test_choose_source_ranks_live_then_latest_then_the_python_cli(tmp_path: Path
     py.chmod(0o644)
     choose_source(settings)
     assert stat.S_IMODE(py.stat().st_mode) == 0o644, "choosing reads only: the chosen source fixes it"
+
+
+def test_two_unreadable_files_fall_back_to_the_python_cli(tmp_path: Path) -> None:
+    from kimi_tray.stores.credentials import choose_source
+
+    py, ts = kimi_files(tmp_path)
+    for path in (py, ts):
+        path.parent.mkdir(parents=True)
+        path.write_text("{corrupt")
+    assert choose_source(load_settings(choose_env(tmp_path))).path == py
+
+
+def test_a_device_id_that_cannot_be_saved_is_used_for_this_run(tmp_path: Path, caplog) -> None:
+    home = tmp_path / "not-a-directory"
+    home.write_text("")
+    with caplog.at_level(logging.WARNING):
+        value = device_id(home)
+    assert len(value) == 32
+    assert [r.getMessage() for r in caplog.records] == [f"Could not create {home}: File exists."]

@@ -62,6 +62,15 @@ def test_save_then_reload_keeps_every_field(tmp_path: Path, caplog) -> None:
     assert store.path.read_text() == text, "a clean file is not rewritten"
 
 
+def test_the_file_is_state_json_and_a_partial_one_is_clean(tmp_path: Path, caplog) -> None:
+    store = StateStore(tmp_path)
+    assert store.path == tmp_path / "state.json"
+    store.path.write_text('{"dead_reason": "old"}')
+    with caplog.at_level(logging.WARNING):
+        assert store.load() == PersistentState(dead_reason="old")
+    assert caplog.text == "" and store.path.read_text() == '{"dead_reason": "old"}', "not rewritten"
+
+
 def test_missing_file_gives_defaults_without_creating_it(tmp_path: Path, caplog) -> None:
     store = StateStore(tmp_path / "nowhere")
     with caplog.at_level(logging.WARNING):
@@ -75,7 +84,8 @@ def test_corrupt_file_gives_defaults_with_a_warning(tmp_path: Path, caplog, cont
     store.path.write_bytes(content)
     with caplog.at_level(logging.WARNING):
         assert store.load() == PersistentState()
-    assert "Ignoring the state file" in caplog.text and str(store.path) in caplog.text
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"Ignoring the state file: {store.path}")
     assert store.path.read_bytes() == content, "left for the user to look at"
 
 

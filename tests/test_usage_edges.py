@@ -130,10 +130,12 @@ def test_usage_file_keeps_both_parts_and_survives_corruption(tmp_path: Path, cap
     assert json.loads(store.path.read_text())["alerts"] == {"Week": {"level": 80}}
     store.path.write_text(json.dumps({"alerts": ["not", "a", "dict"], "last": 3}))
     assert store.load_alerts() == {} and store.load_usage(60.0) is None
+    assert store.path == tmp_path / "usage.json"
     store.path.write_text("{broken")
     with caplog.at_level(logging.WARNING):
         assert store.load_alerts() == {}
-    assert "Ignoring the usage file" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Ignoring the usage file: {store.path} is not valid JSON (line 1, column 2)."]
     store.save_alerts({"x": {}})
     assert json.loads(store.path.read_text()) == {"alerts": {"x": {}}}
 
