@@ -322,3 +322,41 @@ def test_discard_after_the_temp_file_vanished(tmp_path: Path) -> None:
     prepared.tmp.unlink()
     prepared.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_file_lock_is_private_and_release_before_acquire_is_harmless(tmp_path: Path) -> None:
+    path = tmp_path / "kimi-code.lock"
+    FileLock(path).release()
+    old = os.umask(0o022)
+    try:
+        with FileLock(path, timeout=1):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_file_lock_open_failure_says_why(tmp_path: Path) -> None:
+    (tmp_path / "lockdir").mkdir()
+    with pytest.raises(LocalFileError) as info:
+        FileLock(tmp_path / "lockdir", timeout=0.1).acquire()
+    assert str(info.value) == f"Could not open lock {tmp_path / 'lockdir'}: Is a directory."
+
+
+def test_a_file_that_cannot_be_opened_says_why(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    with pytest.raises(LocalFileError) as info:
+        read_json_object(loop)
+    assert str(info.value) == f"Could not read {loop}: Too many levels of symbolic links."
+
+
+def test_sweep_counts_every_removal_and_leaves_links_alone(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("x")
+    age(target, 600)
+    (tmp_path / "f.json.tmp.link").symlink_to(target)
+    for name in ("f.json.tmp.1.a", "f.json.tmp.2.b"):
+        (tmp_path / name).write_text("x")
+        age(tmp_path / name, 600)
+    assert sweep_stale_temps(tmp_path, "f.json") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "f.json.tmp.link"]
