@@ -132,3 +132,11 @@ def test_a_one_second_token_keeps_its_own_lifetime() -> None:
     # Lifetimes below the 10 s gap are real lifetimes, not "unknown".
     assert refresh_margin(1.0) == 0.5 and min_refresh_gap(1.0) == MIN_REFRESH_GAP
     assert refresh_margin(0.5) == 0.25 and min_refresh_gap(0.5) == MIN_REFRESH_GAP
+
+
+def test_the_openclaw_detail_goes_on_the_openclaw_part_only() -> None:
+    renewed = 1_700_000_000.0
+    clock = time.strftime("%H:%M", time.localtime(renewed))
+    status = Status(Health.FRESH, now=renewed, expires_at=renewed + 60, last_renewal=renewed,
+                    openclaw="error", openclaw_detail="no profile for X.")
+    assert status.summary() == f"Kimi: 1 min left, renewed {clock}, OpenClaw sync failed (no profile for X)"
