@@ -370,8 +370,9 @@ def test_each_skipped_part_of_a_reply_is_logged_by_name(caplog) -> None:
 
 def test_a_reply_without_limits_logs_nothing(caplog) -> None:
     with caplog.at_level(logging.INFO, logger="kimi_tray.kimi.usage_model"):
-        parse_usages({"usage": {"used": 1}})
+        usage = parse_usages({"usage": {"used": 1}})
     assert caplog.records == []
+    assert usage.stale_after == Usage().stale_after == 360.0, "the model's own default"
 
 
 def test_format_errors_say_what_was_wrong() -> None:
