@@ -304,7 +304,7 @@ def test_a_configured_file_is_owned_by_the_cli_whose_home_holds_it(tmp_path: Pat
                                                  (TYPESCRIPT_CLI, tmp_path / "kc")]
 
 
-def test_stale_temp_files_are_swept_fresh_ones_kept(tmp_path: Path) -> None:
+def test_stale_temp_files_are_swept_fresh_ones_kept(tmp_path: Path, caplog) -> None:
     source = src(tmp_path)
     write(source, json.dumps(ORIGINAL))
     old = source.path.with_name("kimi-code.json.tmp.1.aa")
@@ -315,8 +315,11 @@ def test_stale_temp_files_are_swept_fresh_ones_kept(tmp_path: Path) -> None:
     past = time.time() - 120
     os.utime(old, (past, past))
     os.utime(other, (past, past))
-    source.sweep_temp_files()
+    with caplog.at_level(logging.INFO, logger="kimi_tray.stores.credentials"):
+        source.sweep_temp_files()
     assert not old.exists() and young.exists() and other.exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Removed stale temporary files in {source.path.parent}."]
 
 
 def test_device_id_is_read_back_stripped_and_an_empty_one_replaced(tmp_path: Path) -> None:

@@ -359,3 +359,26 @@ def test_sweep_counts_every_removal_and_leaves_links_alone(tmp_path: Path) -> No
         age(tmp_path / name, 600)
     assert sweep_stale_temps(tmp_path, "f.json") == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "f.json.tmp.link"]
+
+
+def test_an_immutable_file_is_named_before_anything_is_written(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from tests.conftest import require
+
+    require(os.geteuid() == 0 and shutil.which("chattr") is not None, "root and chattr (e2fsprogs)")
+    target = tmp_path / "f.json"
+    target.write_text("{}")
+    subprocess.run(["chattr", "+i", str(target)], check=True)
+    try:
+        with pytest.raises(LocalFileError) as info:
+            check_replaceable(target)
+        assert str(info.value) == (f"{target} is immutable or append-only (chattr); remove that flag "
+                                   "with `chattr -i -a`.")
+        with pytest.raises(LocalFileError, match="immutable or append-only"):
+            atomic_write(target, b"{}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=False)
+    check_replaceable(target)
