@@ -8,15 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.engine.usage_policy import (
-    BACKOFF_CAP,
-    MIN_GAP,
-    RESET_SLACK,
-    RETRY_AFTER_CAP,
-    FetchPolicy,
-    usage_backoff,
-)
-from kimi_tray.kimi.usage_model import (
+from kimi_tray.core.usage import (
     LAST_EPOCH,
     NAME_MAX,
     Usage,
@@ -28,6 +20,14 @@ from kimi_tray.kimi.usage_model import (
     plan_name,
     span_name,
     window_name,
+)
+from kimi_tray.engine.usage_policy import (
+    BACKOFF_CAP,
+    MIN_GAP,
+    RESET_SLACK,
+    RETRY_AFTER_CAP,
+    FetchPolicy,
+    usage_backoff,
 )
 from kimi_tray.stores.usage_store import UsageStore
 
@@ -347,7 +347,7 @@ def test_each_skipped_part_of_a_reply_is_logged_by_name(caplog) -> None:
             {"window": {"duration": 2, "timeUnit": "TIME_UNIT_DAY"}, "used": 1, "resetAt": -1},
         ],
     }
-    with caplog.at_level(logging.INFO, logger="kimi_tray.kimi.usage_model"):
+    with caplog.at_level(logging.INFO, logger="kimi_tray.core.usage"):
         usage = parse_usages(body)
     assert [w.name for w in usage.windows] == ["Week", "2 d"]
     assert [r.getMessage() for r in caplog.records] == [
@@ -358,7 +358,7 @@ def test_each_skipped_part_of_a_reply_is_logged_by_name(caplog) -> None:
         "Ignoring a usage reset time out of any calendar: '-1'.",
     ]
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="kimi_tray.kimi.usage_model"):
+    with caplog.at_level(logging.INFO, logger="kimi_tray.core.usage"):
         parse_time("9" * 60)
         parse_usages({"usage": {"used": 1}, "limits": {"not": "a list"}})
         parse_usages({"usage": {"used": 1}})
@@ -369,7 +369,7 @@ def test_each_skipped_part_of_a_reply_is_logged_by_name(caplog) -> None:
 
 
 def test_a_reply_without_limits_logs_nothing(caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="kimi_tray.kimi.usage_model"):
+    with caplog.at_level(logging.INFO, logger="kimi_tray.core.usage"):
         usage = parse_usages({"usage": {"used": 1}})
     assert caplog.records == []
     assert usage.stale_after == Usage().stale_after == 360.0, "the model's own default"
