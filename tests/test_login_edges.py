@@ -74,7 +74,8 @@ def test_the_code_expires_exactly_at_its_lifetime(oauth_server: FakeKimiOAuth, h
         if len(ticks) == 1:
             clock.advance(first_advance)
 
-    with pytest.raises(DeviceFlowError, match="^The login code expired before it was approved; start again.$"):
+    expired = "^The login code expired before it was approved; start again.$"
+    with pytest.raises(DeviceFlowError, match=expired):
         device_login(client(oauth_server), cli_source(home), 5, clock=clock, on_tick=tick)
     assert ticks == ticks_seen
     assert not kimi_file(home).exists()
@@ -199,7 +200,8 @@ def test_the_worker_reports_a_bug_by_its_type_only(oauth_server: FakeKimiOAuth, 
     inbox = Inbox()
     LoginWorker(4, oauth, cli_source(home), 5, False, FakeClock(), inbox).start()
     assert inbox.ended.wait(15)
-    assert inbox.reports == [LoginEnded(4, None, error="Unexpected error during the login (ZeroDivisionError).")]
+    error = "Unexpected error during the login (ZeroDivisionError)."
+    assert inbox.reports == [LoginEnded(4, None, error=error)]
     assert "Unexpected error during the login" in caplog.text
 
 

@@ -83,7 +83,8 @@ def test_refresh_token_expiry_is_read_from_a_jwt_refresh_token() -> None:
 
 
 def test_an_unsaved_token_is_an_error_showing_its_own_expiry_and_lifetime() -> None:
-    pending = Unsaved("at-2", "rt-2", NOW + 3000, 3600, "kimi-code", "Bearer", fingerprint("rt-1"), "disk full")
+    pending = Unsaved("at-2", "rt-2", NOW + 3000, 3600, "kimi-code", "Bearer", fingerprint("rt-1"),
+                      "disk full")
     status = build_status(Facts(NOW, "/k.json", creds(10), pending=pending, load_error="bad", failures=2))
     assert status.health is Health.ERROR
     assert status.message == "new token not saved yet: disk full"
