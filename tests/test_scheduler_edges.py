@@ -1,0 +1,576 @@
+"""The engine's step at its edges, driven with no thread and a fake clock: when a refresh is due
+for each token lifetime, the least gap between two refreshes, backoff and Retry-After, a resume,
+a wall clock set back, and what each command does.
+
+Real parts: the loopback OAuth server, real credential and state files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from kimi_tray.core.clock import FakeClock
+from kimi_tray.core.config import Settings
+from kimi_tray.core.health import GatewayRestart, Health, LoginView, Status
+from kimi_tray.engine.commands import (
+    CancelLogin,
+    FileChanged,
+    GatewayRestarted,
+    LoginCodeShown,
+    LoginEnded,
+    RememberForcedLoginWarning,
+    RenewNow,
+    RestartGateway,
+    Resumed,
+    StartLogin,
+    UseEvents,
+)
+from kimi_tray.engine.scheduler import (
+    MIN_LOOP_DELAY,
+    RESUME_JUMP,
+    RESUME_RETRY,
+    RESUME_WINDOW,
+    Engine,
+)
+from kimi_tray.stores.credentials import CredentialSource
+from kimi_tray.stores.state import StateStore, fingerprint
+from tests.conftest import kimi_file, read_json, write_credentials
+from tests.support.oauth_server import FakeKimiOAuth
+
+POLL = 30.0  # the settings' poll interval
+
+
+@pytest.fixture
+def quiet(settings: Settings) -> Settings:
+    """No OpenClaw, no quota fetches: only the renewal schedule drives the step."""
+    assert settings.poll_interval == POLL
+    return settings.with_overrides(openclaw_mode="off", usage_enabled=False)
+
+
+def seed(home: Path, server: FakeKimiOAuth, clock: FakeClock, left: float, lifetime: float = 900) -> dict:
+    server.lifetime = int(lifetime)
+    tokens = server.issue()
+    write_credentials(kimi_file(home), tokens, clock.now() + left)
+    return tokens
+
+
+def make(settings: Settings, clock: FakeClock, **kw) -> Engine:
+    return Engine(settings, clock=clock, rng=lambda: 0.5, **kw)
+
+
+def refreshes(server: FakeKimiOAuth) -> int:
+    return len([r for r in server.requests if r["grant_type"] == "refresh_token"])
+
+
+# ----------------------------------------------------------------------------- due times
+@pytest.mark.parametrize("lifetime", [60, 300, 900, 3600])
+def test_a_refresh_is_due_at_half_the_lifetime_not_half_a_second_earlier(
+        quiet: Settings, home: Path, oauth_server: FakeKimiOAuth, lifetime: float) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=lifetime, lifetime=lifetime)
+    engine = make(quiet, clock)
+    assert engine.step() == min(POLL, lifetime / 2)
+    clock.advance(lifetime / 2 - 0.5)
+    assert engine.step() == MIN_LOOP_DELAY and refreshes(oauth_server) == 0
+    assert engine.status.health is not Health.NEEDS_LOGIN
+    clock.advance(0.5)
+    delay = engine.step()
+    assert refreshes(oauth_server) == 1 and oauth_server.successful_refreshes == 1
+    assert engine.status.expires_at == pytest.approx(clock.now() + lifetime)
+    assert engine.status.lifetime == lifetime and engine.status.failures == 0
+    assert delay == min(POLL, lifetime / 2), "the next refresh is due half a lifetime later"
+    assert engine.status.last_renewal == clock.now()
+
+
+def test_no_busy_loop_while_nothing_is_due(quiet: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=3600, lifetime=3600)
+    engine = make(quiet, clock)
+    engine.send(UseEvents(3600.0))
+    assert engine.step() == 1800.0, "events wake it: sleep until the refresh is due"
+    engine.send(UseEvents(600.0))
+    assert engine.step() == 600.0
+
+
+@pytest.mark.parametrize("lifetime", [60, 900])
+def test_at_most_one_refresh_per_quarter_lifetime_even_if_the_file_says_due(
+        quiet: Settings, home: Path, oauth_server: FakeKimiOAuth, lifetime: float) -> None:
+    """Another program writes a token already due right after our refresh: the gap holds."""
+    gap = max(10.0, lifetime / 4)
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=1, lifetime=lifetime)
+    engine = make(quiet, clock)
+    engine.send(UseEvents(3600.0))
+    engine.step()
+    assert refreshes(oauth_server) == 1
+    seed(home, oauth_server, clock, left=1, lifetime=lifetime)
+    clock.advance(1)
+    assert engine.step() == pytest.approx(gap - 1)
+    assert refreshes(oauth_server) == 1
+    clock.advance(gap - 1.5)
+    engine.step()
+    assert refreshes(oauth_server) == 1, "half a second before the gap ends"
+    clock.advance(0.5)
+    engine.step()
+    assert refreshes(oauth_server) == 2
+
+
+def test_the_gap_holds_when_the_wall_clock_is_set_back(quiet: Settings, home: Path,
+                                                       oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=1)
+    engine = make(quiet, clock)
+    engine.send(UseEvents(3600.0))
+    engine.step()
+    clock.jump_wall(-300)  # back by more than the gap: the wall clock alone would allow a refresh
+    seed(home, oauth_server, clock, left=1)
+    engine.step()
+    assert refreshes(oauth_server) == 1, "the monotonic copy of the gap still holds"
+    clock.advance(224)
+    engine.step()
+    assert refreshes(oauth_server) == 1
+    clock.advance(1)
+    engine.step()
+    assert refreshes(oauth_server) == 2
+
+
+def test_a_wall_clock_set_back_never_delays_a_refresh(quiet: Settings, home: Path,
+                                                      oauth_server: FakeKimiOAuth) -> None:
+    """Due by the monotonic clock: the file's expiry looks far away, the refresh runs anyway."""
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=900)
+    engine = make(quiet, clock)
+    engine.send(UseEvents(3600.0))
+    assert engine.step() == 450
+    clock.jump_wall(-1000)
+    assert engine.step() == 450, "sleeps by the monotonic clock, not 1450 s"
+    clock.advance(449.5)
+    engine.step()
+    assert refreshes(oauth_server) == 0
+    clock.advance(0.5)
+    engine.step()
+    assert oauth_server.successful_refreshes == 1, "forced past the wall clock's own check"
+
+
+# ----------------------------------------------------------------------------- failures
+def test_backoff_after_failures_then_recovery(quiet: Settings, home: Path, oauth_server: FakeKimiOAuth,
+                                              caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_next("500", "500")
+    engine = make(quiet, clock)
+    assert engine.step() == pytest.approx(3.75), "5 s with the jitter at its middle"
+    assert engine.status.failures == 1 and engine.status.message.startswith("renewal failing: ")
+    assert engine.status.health is Health.AGING
+    assert "next attempt in 4 s" in caplog.text
+    clock.advance(3.25)
+    engine.step()
+    assert refreshes(oauth_server) == 1
+    clock.advance(0.5)
+    assert engine.step() == pytest.approx(7.5)
+    assert refreshes(oauth_server) == 2 and engine.status.failures == 2
+    clock.advance(7.5)
+    engine.step()
+    assert oauth_server.successful_refreshes == 1
+    assert engine.status.failures == 0 and engine.status.message == ""
+    assert engine.status.health is Health.FRESH
+
+
+def test_a_retry_after_longer_than_all_backoff_is_honoured(quiet: Settings, home: Path,
+                                                           oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_next("429:500")
+    engine = make(quiet, clock)
+    engine.send(UseEvents(3600.0))
+    assert engine.step() == pytest.approx(500)
+    clock.advance(499.5)
+    engine.step()
+    assert refreshes(oauth_server) == 1, "not before the server said"
+    clock.advance(0.5)
+    engine.step()
+    assert oauth_server.successful_refreshes == 1
+
+
+def test_a_rejected_token_asks_for_a_login_and_stops_trying(quiet: Settings, home: Path,
+                                                             oauth_server: FakeKimiOAuth, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=100)
+    oauth_server.revoke_all()
+    engine = make(quiet, clock)
+    assert engine.step() == POLL
+    assert engine.status.health is Health.NEEDS_LOGIN and engine.status.failures == 0
+    assert "Run `kimi-tray login`" in caplog.text
+    for _ in range(5):
+        clock.advance(engine.step())
+    assert refreshes(oauth_server) == 1
+    engine.send(RenewNow())  # the menu's Renew now asks again
+    engine.step()
+    assert refreshes(oauth_server) == 2
+
+
+def test_a_transient_failure_right_after_a_resume_is_retried_quickly(quiet: Settings, home: Path,
+                                                                     oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=2000, lifetime=3600)
+    engine = make(quiet, clock)
+    engine.step()
+    clock.jump_wall(RESUME_JUMP + 0.5 + 1000)  # asleep: the token is now due
+    oauth_server.fail_next("500", "500", "500")
+    assert engine.step() == RESUME_RETRY
+    clock.advance(RESUME_RETRY)
+    assert engine.step() == RESUME_RETRY
+    clock.advance(RESUME_WINDOW)  # the window is over: plain backoff again (20 s at the middle)
+    assert engine.step() == pytest.approx(15)
+    assert refreshes(oauth_server) == 3
+
+
+def test_a_server_retry_after_wins_even_after_a_resume(quiet: Settings, home: Path,
+                                                       oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=2000, lifetime=3600)
+    engine = make(quiet, clock)
+    engine.send(UseEvents(3600.0))
+    engine.step()
+    engine.send(Resumed())
+    clock.advance(1000)
+    oauth_server.fail_next("429:40")
+    assert engine.step() == pytest.approx(40)
+
+
+# ----------------------------------------------------------------------------- resume
+@pytest.mark.parametrize(("jump", "resumed"), [(RESUME_JUMP, False), (RESUME_JUMP + 0.5, True)])
+def test_a_resume_is_a_wall_clock_jump_of_more_than_a_minute(quiet: Settings, home: Path,
+                                                             oauth_server: FakeKimiOAuth, caplog,
+                                                             jump: float, resumed: bool) -> None:
+    """A resume forgets the Retry-After wait: the network is back, try now."""
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_next("429:300")
+    engine = make(quiet, clock)
+    engine.step()
+    clock.jump_wall(jump)
+    engine.step()
+    assert refreshes(oauth_server) == (2 if resumed else 1)
+    assert ("resume from sleep" in caplog.text) is resumed
+
+
+def test_a_resume_signal_also_forgets_the_wait(quiet: Settings, home: Path,
+                                               oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_next("429:300")
+    engine = make(quiet, clock)
+    engine.step()
+    engine.send(Resumed())
+    engine.step()
+    assert oauth_server.successful_refreshes == 1
+
+
+def test_after_a_long_sleep_the_gap_since_our_refresh_is_on_the_wall_clock(quiet: Settings, home: Path,
+                                                                           oauth_server: FakeKimiOAuth
+                                                                           ) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=100)
+    engine = make(quiet, clock)
+    engine.step()
+    assert refreshes(oauth_server) == 1
+    clock.jump_wall(3 * 3600)  # the monotonic clock stood still; the new token has expired
+    engine.step()
+    assert oauth_server.successful_refreshes == 2
+    assert engine.status.health is Health.FRESH
+
+
+# ----------------------------------------------------------------------------- commands
+def test_renew_now_refreshes_even_a_fresh_token(quiet: Settings, home: Path,
+                                                oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=900)
+    engine = make(quiet, clock)
+    engine.step()
+    engine.send(RenewNow())
+    engine.step()
+    assert oauth_server.successful_refreshes == 1 and engine.status.health is Health.FRESH
+
+
+def test_the_forced_login_warning_time_is_saved(quiet: Settings, home: Path,
+                                                oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=900)
+    engine = make(quiet, clock)
+    engine.send(RememberForcedLoginWarning(clock.now() - 3))
+    engine.step()
+    assert engine.status.last_forced_login_warning == clock.now() - 3
+    assert StateStore(quiet.state_dir).load().last_forced_login_warning == clock.now() - 3
+
+
+def test_a_changed_credential_file_with_a_new_token_forgets_the_backoff(quiet: Settings, home: Path,
+                                                                        oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_next("429:300")
+    engine = make(quiet, clock)
+    engine.step()
+    assert engine.status.failures == 1
+    same = read_json(kimi_file(home))
+    write_credentials(kimi_file(home), same, same["expires_at"], touched=True)
+    engine.send(FileChanged(kimi_file(home)))
+    engine.step()
+    assert engine.status.failures == 1 and refreshes(oauth_server) == 1, "the same token: still waiting"
+    seed(home, oauth_server, clock, left=300)  # another program logged in
+    engine.send(FileChanged(kimi_file(home)))
+    engine.step()
+    assert engine.status.failures == 0 and oauth_server.successful_refreshes == 1
+
+
+def test_a_changed_state_file_is_taken(quiet: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    tokens = seed(home, oauth_server, clock, left=900)
+    engine = make(quiet, clock)
+    engine.step()
+    other = StateStore(quiet.state_dir)
+    state = other.load()
+    state.dead_refresh_fp, state.dead_reason = fingerprint(tokens["refresh_token"]), "Rejected elsewhere."
+    other.save(state)
+    engine.step()
+    assert engine.status.health is Health.FRESH, "not read without an event"
+    engine.send(FileChanged(engine.memory.path))
+    engine.step()
+    assert engine.status.health is Health.NEEDS_LOGIN and engine.status.message == "Rejected elsewhere."
+
+
+def test_login_reports_of_another_attempt_are_ignored(quiet: Settings, home: Path,
+                                                      oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    engine = make(quiet, clock)
+    engine.send(GatewayRestarted(1, True, "ignored kind"))  # not a login report
+    engine.send(LoginCodeShown(1, "CODE", "u", "u?c", 600))
+    engine.step()
+    assert engine.status.login is None, "no login was started"
+    engine._login = LoginView(2, "starting")  # as StartLogin leaves it, without a worker thread
+    engine.send(LoginCodeShown(1, "OLD", "u", "u?c", 600))
+    engine.send(LoginCodeShown(2, "CODE", "http://h/d", "http://h/d?c", 600))
+    engine.step()
+    assert engine.status.login == LoginView(2, "waiting", "CODE", "http://h/d", "http://h/d?c",
+                                            clock.now() + 600)
+    assert engine.status.login_in_progress
+    engine.send(LoginEnded(2, None, error="The login was denied in the browser."))
+    engine.step()
+    assert engine.status.login == LoginView(2, "failed", message="The login was denied in the browser.")
+    engine._login = LoginView(3, "waiting")
+    engine.send(LoginEnded(3, None, cancelled=True, error="cancelled"))
+    engine.step()
+    assert engine.status.login == LoginView(3, "cancelled", message="cancelled")
+
+
+def test_a_successful_login_replaces_a_dead_token_and_clears_the_failures(quiet: Settings, home: Path,
+                                                                          oauth_server: FakeKimiOAuth
+                                                                          ) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=100)
+    oauth_server.revoke_all()
+    engine = make(quiet, clock)
+    engine.step()
+    assert engine.status.health is Health.NEEDS_LOGIN
+    tokens = seed(home, oauth_server, clock, left=900)  # what the login worker saved
+    saved = CredentialSource(kimi_file(home), home / ".kimi", "kimi-cli").load()
+    engine._login = LoginView(1, "waiting")
+    engine.send(LoginEnded(1, saved))
+    engine.step()
+    assert engine.status.health is Health.FRESH and engine.status.failures == 0
+    assert engine.status.login == LoginView(1, "done", message="Logged in; OpenClaw off.")
+    assert engine.status.expires_at == saved.expires_at
+    assert saved.refresh_token == tokens["refresh_token"]
+
+
+def test_start_login_runs_one_login_and_cancel_ends_it(quiet: Settings, home: Path,
+                                                       oauth_server: FakeKimiOAuth) -> None:
+    oauth_server.device_script = ["pending"]
+    clock = FakeClock()
+    engine = make(quiet, clock)
+    engine.send(StartLogin())
+    engine.send(StartLogin())  # a second click while one starts
+    engine.step()
+    assert engine.status.login == LoginView(1, "starting") and engine.status.login_in_progress
+    assert engine.status.health is Health.NEEDS_LOGIN
+    engine.send(CancelLogin())
+    engine.step()
+    worker_ended = threading.Event()
+    engine.add_listener(lambda s: worker_ended.set() if s.login and not s.login.active else None)
+    for _ in range(200):
+        engine.step()
+        if worker_ended.is_set():
+            break
+        worker_ended.wait(0.05)
+    assert engine.status.login is not None and engine.status.login.phase == "cancelled"
+    assert engine.status.login.attempt == 1 and not kimi_file(home).exists()
+
+
+def test_a_gateway_restart_runs_once_at_a_time_and_its_outcome_shows(quiet: Settings) -> None:
+    clock = FakeClock()
+    engine = make(quiet, clock)
+    engine.send(RestartGateway())
+    engine.send(RestartGateway())  # a second click while the first runs
+    for _ in range(200):
+        engine.step()
+        restart = engine.status.gateway_restart
+        if restart is not None and not restart.running:
+            break
+        threading.Event().wait(0.05)
+    assert engine.status.gateway_restart == GatewayRestart(
+        1, False, False, "OpenClaw sync is off; there is no gateway to restart.")
+    engine.send(GatewayRestarted(7, False, "The gateway restart failed."))
+    engine.step()
+    assert engine.status.gateway_restart == GatewayRestart(7, False, False, "The gateway restart failed.")
+    engine.send(GatewayRestarted(8, True, "Restarted."))
+    engine.step()
+    assert engine.status.gateway_restart == GatewayRestart(8, False, True, "Restarted.")
+
+
+# ----------------------------------------------------------------------------- what faces read
+def test_the_first_status_says_starting(quiet: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=900)
+    engine = make(quiet, clock)
+    assert engine.status.health is Health.ERROR and engine.status.message == "starting"
+    assert engine.status.now == clock.now()
+    assert engine.handle().status is engine.status
+
+
+def test_a_failing_listener_does_not_stop_the_others(quiet: Settings, caplog) -> None:
+    engine = make(quiet, FakeClock())
+    seen: list[Status] = []
+
+    def broken(status: Status) -> None:
+        raise RuntimeError("face bug")
+
+    engine.add_listener(broken)
+    engine.handle().add_listener(seen.append)
+    engine.step()
+    assert seen == [engine.status]
+    assert "A status listener failed" in caplog.text
+
+
+def test_usage_is_asked_only_with_a_live_token(settings: Settings, home: Path,
+                                               oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    tokens = seed(home, oauth_server, clock, left=100)
+    engine = make(settings.with_overrides(openclaw_mode="off"), clock)
+    engine.snapshot()
+    now = clock.now()
+    assert engine.usage_token(now) == tokens["access_token"]
+    assert engine.usage_token(now + 99.5) == tokens["access_token"]
+    assert engine.usage_token(now + 100) is None, "expired at its expiry"
+    off = make(settings.with_overrides(openclaw_mode="off", usage_enabled=False), clock)
+    off.snapshot()
+    assert off.usage_token(now) is None
+    engine._login = LoginView(1, "waiting")
+    assert engine.usage_token(now) is None, "not while a login replaces it"
+    engine._login = LoginView(1, "failed")
+    assert engine.usage_token(now) == tokens["access_token"]
+    state = engine.memory.state
+    state.dead_refresh_fp = fingerprint(tokens["refresh_token"])
+    assert engine.usage_token(now) is None, "not with a token the server rejected"
+
+
+def test_usage_is_never_asked_without_a_readable_file(settings: Settings, home: Path) -> None:
+    engine = make(settings.with_overrides(openclaw_mode="off"), FakeClock())
+    engine.snapshot()
+    assert engine.usage_token(FakeClock().now()) is None
+    kimi_file(home).parent.mkdir(parents=True)
+    kimi_file(home).write_text("{not json")
+    engine.snapshot()
+    assert engine.status.health is Health.ERROR or engine.snapshot().health is Health.ERROR
+    assert engine.usage_token(FakeClock().now()) is None
+
+
+def test_renew_for_usage_says_whether_it_worked(quiet: Settings, home: Path,
+                                                oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=900)
+    engine = make(quiet, clock)
+    engine.snapshot()
+    assert engine.renew_for_usage() is True and oauth_server.successful_refreshes == 1
+    oauth_server.fail_next("500")
+    clock.advance(300)
+    assert engine.renew_for_usage() is False
+
+
+def test_credential_paths_are_both_cli_files_unless_one_is_chosen(settings: Settings, home: Path,
+                                                                  tmp_path: Path) -> None:
+    engine = make(settings, FakeClock())
+    assert engine.credential_paths() == [settings.kimi_share_dir / "credentials" / "kimi-code.json",
+                                         settings.kimi_code_home / "credentials" / "kimi-code.json"]
+    chosen = tmp_path / "mine.json"
+    assert make(settings.with_overrides(credentials_file=chosen), FakeClock()).credential_paths() == [chosen]
+    fixed = CredentialSource(tmp_path / "fixed.json", tmp_path, "kimi-cli")
+    assert make(settings, FakeClock(), source=fixed).credential_paths() == [fixed.path]
+    assert engine.watched_paths()[:3] == [*engine.credential_paths(), engine.memory.path]
+
+
+def test_a_login_only_engine_runs_no_renewal(quiet: Settings, home: Path,
+                                             oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=10)
+    engine = make(quiet, clock, routine=False)
+    assert engine.step() == POLL
+    engine.send(RenewNow())
+    assert engine.step() == POLL
+    assert refreshes(oauth_server) == 0
+
+
+def test_stop_before_start_and_join_of_a_thread_never_started(quiet: Settings) -> None:
+    engine = make(quiet, FakeClock())
+    assert engine.join(0.1) is False
+    engine.stop(timeout=1)  # no thread: returns at once
+    handle = engine.handle()
+    assert handle.join(0) is False
+
+
+def test_the_loop_survives_a_failing_step(quiet: Settings, caplog) -> None:
+    calls: list[float] = []
+
+    class Flaky(Engine):
+        def step(self) -> float:
+            calls.append(self.clock.now())
+            if len(calls) == 1:
+                raise RuntimeError("bug")
+            if len(calls) >= 3:
+                self._stop.set()
+            return 5.0
+
+    clock = FakeClock()
+    engine = Flaky(quiet, clock=clock)
+    start = clock.now()
+    engine.handle().start()
+    assert engine.join(10) is False
+    assert "Unexpected error in the engine loop" in caplog.text
+    assert calls == [start, start + POLL, start + POLL + 5.0], "after a failure: one poll interval"
+
+
+def test_stop_ends_the_thread_and_a_running_login(quiet: Settings, home: Path,
+                                                  oauth_server: FakeKimiOAuth) -> None:
+    oauth_server.device_script = ["pending"]
+    engine = Engine(quiet)
+    statuses: list[Status] = []
+    engine.add_listener(statuses.append)
+    handle = engine.handle()
+    handle.start()
+    handle.send(StartLogin())
+    for _ in range(200):
+        if statuses and statuses[-1].login is not None and statuses[-1].login.phase == "waiting":
+            break
+        threading.Event().wait(0.05)
+    worker = engine._login_worker
+    assert worker is not None
+    handle.stop(timeout=10)
+    assert handle.join(0) is False
+    assert worker.cancel.is_set()
+
