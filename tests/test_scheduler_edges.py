@@ -7,8 +7,10 @@ Real parts: the loopback OAuth server, real credential and state files.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,7 @@ from kimi_tray.engine.scheduler import (
 )
 from kimi_tray.stores.credentials import CredentialSource
 from kimi_tray.stores.state import StateStore, fingerprint
-from tests.conftest import kimi_file, read_json, write_credentials
+from tests.conftest import calls, immutable, kimi_file, read_json, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
 
 POLL = 30.0  # the settings' poll interval
@@ -574,3 +576,119 @@ def test_stop_ends_the_thread_and_a_running_login(quiet: Settings, home: Path,
     assert handle.join(0) is False
     assert worker.cancel.is_set()
 
+
+
+# ----------------------------------------------------------------------------- OpenClaw and unsaved
+@pytest.fixture
+def file_mode(settings: Settings, env: dict[str, str], monkeypatch) -> Settings:
+    """OpenClaw's legacy file as the target; its gateway restart is the shell's fast path."""
+    from kimi_tray.stores.openclaw import legacy_profiles_path
+
+    monkeypatch.setenv("FAKE_OPENCLAW_LOG", env["FAKE_OPENCLAW_LOG"])
+    profiles = legacy_profiles_path(settings.openclaw_state_dir, "main")
+    profiles.parent.mkdir(parents=True)
+    profiles.write_text(json.dumps({"version": 1, "profiles": {}}))
+    return settings.with_overrides(openclaw_mode="file", usage_enabled=False)
+
+
+def profile(settings: Settings) -> dict | None:
+    from kimi_tray.stores.openclaw import legacy_profiles_path
+
+    return read_json(legacy_profiles_path(settings.openclaw_state_dir, "main"))["profiles"].get(
+        "kimi-coding:default")
+
+
+def test_openclaw_gets_the_token_once_and_again_after_an_outside_change(file_mode: Settings, home: Path,
+                                                                        oauth_server: FakeKimiOAuth,
+                                                                        env: dict[str, str]) -> None:
+    from kimi_tray.stores.openclaw import legacy_profiles_path
+
+    clock = FakeClock(start=time.time())
+    tokens = seed(home, oauth_server, clock, left=900)
+    engine = make(file_mode, clock)
+    engine.step()
+    held = profile(file_mode)
+    assert held is not None and held["access"] == tokens["access_token"]
+    assert engine.status.openclaw == "in_sync"
+    restarts = len(calls(env))
+    engine.step()
+    assert len(calls(env)) == restarts, "nothing to hand over a second time"
+    path = legacy_profiles_path(file_mode.openclaw_state_dir, "main")
+    path.write_text(json.dumps({"version": 1, "profiles": {}}))
+    engine.step()
+    assert profile(file_mode) is None, "not noticed without an event"
+    engine.send(FileChanged(path))
+    engine.step()
+    again = profile(file_mode)
+    assert again is not None and again["access"] == tokens["access_token"]
+    assert engine.watched_paths()[-1] == path
+
+
+def test_an_expired_token_is_not_handed_to_openclaw(file_mode: Settings, home: Path,
+                                                    oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock, left=-1)
+    oauth_server.fail_always("500")
+    engine = make(file_mode, clock)
+    engine.step()
+    assert profile(file_mode) is None and engine.status.health is Health.EXPIRED
+
+
+def test_renew_hands_over_only_what_openclaw_lacks(file_mode: Settings, home: Path,
+                                                   oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(start=time.time())
+    tokens = seed(home, oauth_server, clock, left=900)
+    engine = make(file_mode, clock)
+    first = engine.renew(force=False)
+    assert first.renewed is False and first.credentials.refresh_token == tokens["refresh_token"]
+    assert first.openclaw.state == "in_sync"
+    second = engine.renew(force=False)
+    assert second.renewed is False and second.openclaw == engine.memory.state.openclaw
+    assert second.restart_message == ""
+    forced = engine.renew()
+    assert forced.renewed is True and oauth_server.successful_refreshes == 1
+    held = profile(file_mode)
+    assert held is not None and held["access"] == forced.credentials.access_token
+
+
+def test_snapshot_reads_the_file_now(quiet: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    engine = make(quiet, clock)
+    assert engine.snapshot().health is Health.NEEDS_LOGIN
+    seed(home, oauth_server, clock, left=400)
+    snap = engine.snapshot()
+    assert snap.health is Health.AGING and snap.expires_at == clock.now() + 400
+    kimi_file(home).unlink()
+    assert engine.snapshot().health is Health.NEEDS_LOGIN
+
+
+def test_an_unsaved_token_is_retried_and_the_engine_wakes_when_the_files_token_changes_colour(
+        quiet: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    from kimi_tray.engine.recovery import RECOVERY_FILE, Unsaved, write_recovery
+
+    clock = FakeClock()
+    old = seed(home, oauth_server, clock, left=125)
+    fresh = oauth_server.issue()
+    unsaved = Unsaved(fresh["access_token"], fresh["refresh_token"], clock.now() + 900, 900, "kimi-code",
+                      "Bearer", fingerprint(old["refresh_token"]), "disk full")
+    write_recovery(quiet.state_dir / RECOVERY_FILE, unsaved)
+    (kimi_file(home).parent / "kimi-code.lock").touch()
+    with immutable(kimi_file(home).parent):
+        engine = make(quiet, clock)
+        engine.send(UseEvents(3600.0))
+        assert engine.step() == pytest.approx(3.75), "the first backoff"
+        status = engine.status
+        assert status.health is Health.ERROR and status.failures == 1
+        assert status.message.startswith("new token not saved yet: ")
+        assert status.expires_at == clock.now() + 900
+        clock.advance(3.75)
+        assert engine.step() == pytest.approx(1.25), "wakes when the file's token turns 'expiring'"
+        clock.advance(1.25)
+        assert engine.step() == pytest.approx(6.25), "then at the next attempt (7.5 s after the last)"
+        assert engine.status.failures == 2
+        assert refreshes(oauth_server) == 0, "the kept token is put in place, no new one asked"
+    clock.advance(6.25)
+    engine.step()
+    assert engine.status.health is Health.FRESH and engine.status.failures == 0
+    assert read_json(kimi_file(home))["refresh_token"] == fresh["refresh_token"]
+    assert not (quiet.state_dir / RECOVERY_FILE).exists()
