@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 import threading
 import time
 from pathlib import Path
@@ -692,3 +693,65 @@ def test_an_unsaved_token_is_retried_and_the_engine_wakes_when_the_files_token_c
     assert engine.status.health is Health.FRESH and engine.status.failures == 0
     assert read_json(kimi_file(home))["refresh_token"] == fresh["refresh_token"]
     assert not (quiet.state_dir / RECOVERY_FILE).exists()
+
+
+# ----------------------------------------------------------------------------- how it is built
+def test_after_the_first_step_nothing_is_failing_renewing_or_running(quiet: Settings, home: Path,
+                                                                     oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=900)
+    engine = make(quiet, clock)
+    engine.step()
+    status = engine.status
+    assert (status.health, status.failures, status.message, status.renewing) == (Health.FRESH, 0, "", False)
+    assert status.login is None and status.gateway_restart is None and not status.login_in_progress
+    engine.send(CancelLogin())  # no login runs: nothing to cancel, nothing breaks
+    engine.step()
+    assert engine.status.login is None
+
+
+def test_the_state_directory_is_made_private_and_an_unusable_one_is_no_crash(quiet: Settings,
+                                                                             tmp_path: Path) -> None:
+    state_dir = quiet.state_dir
+    state_dir.mkdir(parents=True, mode=0o755)
+    state_dir.chmod(0o755)
+    make(quiet, FakeClock())
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    engine = make(quiet.with_overrides(state_dir=blocker / "state"), FakeClock())
+    assert engine.status.message == "starting"
+
+
+def test_the_engine_thread_never_keeps_the_process_alive(quiet: Settings) -> None:
+    engine = make(quiet, FakeClock())
+    engine.send(UseEvents(3600.0))
+    engine.start()
+    try:
+        (thread,) = [t for t in threading.enumerate() if t.name == "kimi-engine"]
+        assert thread.daemon is True
+    finally:
+        engine.stop(timeout=10)
+    assert engine.join(0) is False
+
+
+def test_an_openclaw_target_given_is_the_one_used(quiet: Settings) -> None:
+    from kimi_tray.stores.openclaw import choose_target
+
+    target = choose_target(quiet.with_overrides(openclaw_mode="file"))
+    engine = make(quiet, FakeClock(), target=target)
+    engine.step()
+    assert engine.status.openclaw_mode == "file" and engine.handoff.target is target
+    assert make(quiet, FakeClock()).status.openclaw_mode == "off"
+
+
+def test_usage_for_the_cli_is_fetched_with_the_live_token(settings: Settings, home: Path,
+                                                          oauth_server: FakeKimiOAuth,
+                                                          usage_server) -> None:
+    clock = FakeClock(start=time.time())
+    tokens = seed(home, oauth_server, clock, left=900)
+    engine = make(settings.with_overrides(openclaw_mode="off"), clock)
+    usage = engine.usage_for_cli(force=True)
+    assert usage is not None and usage.error == "" and usage.windows
+    assert usage_server.count == 1
+    assert usage_server.requests[-1]["headers"]["Authorization"] == f"Bearer {tokens['access_token']}"
