@@ -50,8 +50,16 @@ def test_the_file_is_indented_json_with_a_final_newline_and_every_field(tmp_path
                                "reason": "disk full"}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert "The new Kimi token is not saved yet: disk full" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == ["The new Kimi token is not saved yet: disk full"]
     assert "secret" not in caplog.text
+
+
+def test_an_existing_state_directory_others_could_enter_is_tightened(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    write_recovery(directory / RECOVERY_FILE, UNSAVED)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
 def test_a_non_finite_time_is_refused_not_written() -> None:
@@ -70,9 +78,12 @@ def test_an_unwritable_place_keeps_the_token_in_memory_only(tmp_path: Path, capl
     blocker.write_text("")
     caplog.set_level(logging.ERROR)
     assert write_recovery(blocker / RECOVERY_FILE, UNSAVED) is False
-    assert "Could not write the recovery file either" in caplog.text
-    assert "kept in memory only" in caplog.text
-    assert "The new Kimi token is not saved yet: disk full" in caplog.text
+    first, second = [r.getMessage() for r in caplog.records]
+    assert first.startswith("Could not write the recovery file either (")
+    assert str(blocker) in first, "the cause names the place"
+    assert first.endswith("); the new token is kept in memory only until the credential file can be "
+                          "written.")
+    assert second == "The new Kimi token is not saved yet: disk full"
 
 
 def test_a_missing_file_reads_as_none_quietly(tmp_path: Path, caplog) -> None:
@@ -138,7 +149,7 @@ def test_remove_is_quiet_when_gone_and_warns_when_it_cannot(tmp_path: Path, capl
     path.mkdir()
     remove_recovery(path)
     assert path.is_dir()
-    assert f"Could not remove {path}: " in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [f"Could not remove {path}: Is a directory."]
 
 
 def live(refresh: str) -> Credentials:
