@@ -755,3 +755,15 @@ def test_usage_for_the_cli_is_fetched_with_the_live_token(settings: Settings, ho
     assert usage is not None and usage.error == "" and usage.windows
     assert usage_server.count == 1
     assert usage_server.requests[-1]["headers"]["Authorization"] == f"Bearer {tokens['access_token']}"
+
+
+def test_sync_openclaw_hands_over_the_credentials_given(file_mode: Settings, home: Path,
+                                                        oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(start=time.time())
+    tokens = seed(home, oauth_server, clock, left=900)
+    engine = make(file_mode, clock)
+    creds = engine.renewal.read_credentials()
+    view, _ = engine.sync_openclaw(creds)
+    assert view.state == "in_sync" and view.token_fp == fingerprint(tokens["access_token"])
+    held = profile(file_mode)
+    assert held is not None and held["access"] == tokens["access_token"]

@@ -6,6 +6,7 @@ Real parts: the usage store's file in tmp_path; the notifier's "screen" is a lis
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -80,12 +81,52 @@ def test_what_is_remembered_on_disk_per_window(store: UsageStore) -> None:
 def test_nothing_changed_writes_nothing(store: UsageStore) -> None:
     alerts = UsageAlerts(Screen(), store, (80, 95))
     alerts.check(usage(window(170)), NOW)
-    before = store.path.stat().st_mtime_ns
-    store.path.write_text(store.path.read_text())  # same content, new mtime to compare against
-    marker = store.path.stat().st_mtime_ns
+    written = store.path.stat().st_ino  # each save is a new file renamed into place
     alerts.check(usage(window(171)), NOW)
-    assert store.path.stat().st_mtime_ns == marker
-    assert marker >= before
+    alerts.check(usage(window(4), window(4, name="Week")), NOW)
+    assert store.path.stat().st_ino != written, "a new episode and a new window are saved"
+    written = store.path.stat().st_ino
+    alerts.check(usage(window(5), window(6, name="Week")), NOW)
+    assert store.path.stat().st_ino == written
+
+
+def test_the_same_level_again_is_no_new_notice(store: UsageStore) -> None:
+    screen = Screen()
+    alerts = UsageAlerts(screen, store, (80, 95))
+    alerts.check(usage(window(160)), NOW)  # exactly 80 %
+    alerts.check(usage(window(160)), NOW)
+    alerts.check(usage(window(192)), NOW)
+    alerts.check(usage(window(192)), NOW)
+    alerts.check(usage(window(170)), NOW)
+    assert screen.titles == ["Kimi quota 80 % used", "Kimi quota 95 % used"]
+    assert store.load_alerts()["5 h"]["levels"] == [80.0]
+
+
+def test_a_window_without_a_limit_does_not_hide_the_next_one(store: UsageStore) -> None:
+    screen = Screen()
+    UsageAlerts(screen, store, (80,)).check(usage(UsageWindow("odd", 5, None, None, None), window(170)), NOW)
+    assert screen.titles == ["Kimi quota 80 % used"]
+
+
+def test_levels_of_other_thresholds_remembered_are_kept_when_exhausted(store: UsageStore) -> None:
+    store.save_alerts({"5 h": {"levels": [50.0], "exhausted": False}})
+    UsageAlerts(Screen(), store, (80, 95)).check(usage(window(200)), NOW)
+    assert store.load_alerts()["5 h"] == {"levels": [50.0, 80.0, 95.0], "exhausted": True}
+
+
+def test_each_notice_is_logged_as_shown(store: UsageStore, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="kimi_tray.engine.usage_alerts")
+    UsageAlerts(Screen(), store, (80,)).check(usage(window(170)), NOW)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Kimi quota 80 % used: {window_line(window(170), NOW)}."]
+
+
+def test_back_is_not_said_unless_asked(store: UsageStore) -> None:
+    screen = Screen()
+    alerts = UsageAlerts(screen, store)
+    alerts.check(usage(window(200)), NOW)
+    alerts.check(usage(window(4)), NOW)
+    assert screen.titles == ["Kimi quota exhausted"]
 
 
 def test_dropping_below_a_threshold_starts_a_new_episode(store: UsageStore) -> None:
