@@ -767,3 +767,41 @@ def test_sync_openclaw_hands_over_the_credentials_given(file_mode: Settings, hom
     assert view.state == "in_sync" and view.token_fp == fingerprint(tokens["access_token"])
     held = profile(file_mode)
     assert held is not None and held["access"] == tokens["access_token"]
+
+
+def wait_for_restart(engine: Engine) -> GatewayRestart:
+    for _ in range(400):
+        engine.step()
+        restart = engine.status.gateway_restart
+        if restart is not None and not restart.running:
+            return restart
+        threading.Event().wait(0.05)
+    raise AssertionError(f"the restart did not end: {engine.status.gateway_restart}")
+
+
+def test_each_gateway_restart_is_a_new_attempt_shown_while_it_runs(file_mode: Settings, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_OPENCLAW_RESTART_SECONDS", "0.5")
+    engine = make(file_mode, FakeClock())
+    engine.send(RestartGateway())
+    engine.step()
+    assert engine.status.gateway_restart == GatewayRestart(1, running=True)
+    first = wait_for_restart(engine)
+    assert first.attempt == 1 and first.ok is True and first.message
+    engine.send(RestartGateway())
+    engine.step()
+    assert engine.status.gateway_restart == GatewayRestart(2, running=True)
+    assert wait_for_restart(engine).attempt == 2
+
+
+def test_a_bug_in_the_gateway_restart_is_reported_as_a_failure(quiet: Settings, caplog) -> None:
+    engine = make(quiet, FakeClock())
+
+    def broken() -> tuple[bool, str]:
+        raise RuntimeError("bug")
+
+    engine.handoff.target.restart_gateway = broken  # type: ignore[method-assign]
+    engine.send(RestartGateway())
+    failed = "The gateway restart failed (RuntimeError)."
+    assert wait_for_restart(engine) == GatewayRestart(1, False, False, failed)
+    logged = [r.getMessage() for r in caplog.records]
+    assert "Unexpected error while restarting the OpenClaw gateway" in logged
