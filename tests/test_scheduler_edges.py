@@ -162,15 +162,21 @@ def test_a_wall_clock_set_back_never_delays_a_refresh(quiet: Settings, home: Pat
 # ----------------------------------------------------------------------------- failures
 def test_backoff_after_failures_then_recovery(quiet: Settings, home: Path, oauth_server: FakeKimiOAuth,
                                               caplog) -> None:
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.INFO, logger="kimi_tray.engine.scheduler")
     clock = FakeClock()
     seed(home, oauth_server, clock, left=300)
     oauth_server.fail_next("500", "500")
     engine = make(quiet, clock)
+    seen: list[Status] = []
+    engine.add_listener(seen.append)
     assert engine.step() == pytest.approx(3.75), "5 s with the jitter at its middle"
     assert engine.status.failures == 1 and engine.status.message.startswith("renewal failing: ")
     assert engine.status.health is Health.AGING
-    assert "next attempt in 4 s" in caplog.text
+    assert seen[0].renewing is True, "faces see the attempt while it runs"
+    assert not any(s.renewing for s in seen[1:])
+    (line,) = [r.getMessage() for r in caplog.records]
+    reason = engine.status.message.removeprefix("renewal failing: ")
+    assert "500" in reason and line == f"Renewal failed ({reason}); next attempt in 4 s."
     clock.advance(3.25)
     engine.step()
     assert refreshes(oauth_server) == 1
@@ -178,10 +184,36 @@ def test_backoff_after_failures_then_recovery(quiet: Settings, home: Path, oauth
     assert engine.step() == pytest.approx(7.5)
     assert refreshes(oauth_server) == 2 and engine.status.failures == 2
     clock.advance(7.5)
+    caplog.clear()
     engine.step()
     assert oauth_server.successful_refreshes == 1
     assert engine.status.failures == 0 and engine.status.message == ""
     assert engine.status.health is Health.FRESH
+    assert [r.getMessage() for r in caplog.records] == ["Renewed the Kimi token; it now lasts 900 s."]
+
+
+def test_a_token_that_cannot_be_saved_is_not_asked_for_and_says_why(quiet: Settings, home: Path,
+                                                                    oauth_server: FakeKimiOAuth,
+                                                                    caplog) -> None:
+    caplog.set_level(logging.ERROR, logger="kimi_tray.engine.scheduler")
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    (kimi_file(home).parent / "kimi-code.lock").touch()
+    with immutable(kimi_file(home).parent):
+        engine = make(quiet, clock)
+        assert engine.step() == pytest.approx(3.75)
+        status = engine.status
+        assert status.failures == 1 and status.health is Health.AGING
+        assert status.message and not status.message.startswith("renewal failing")
+        assert [r.getMessage() for r in caplog.records] == [status.message]
+        clock.advance(3.75)
+        assert engine.step() == pytest.approx(7.5)
+        assert engine.status.failures == 2
+    assert oauth_server.refresh_calls == 0, "no token is asked for that could not be saved"
+    clock.advance(7.5)
+    engine.step()
+    assert engine.status.failures == 0 and engine.status.message == ""
+    assert oauth_server.successful_refreshes == 1
 
 
 def test_a_retry_after_longer_than_all_backoff_is_honoured(quiet: Settings, home: Path,
@@ -227,9 +259,9 @@ def test_a_transient_failure_right_after_a_resume_is_retried_quickly(quiet: Sett
     clock.jump_wall(RESUME_JUMP + 0.5 + 1000)  # asleep: the token is now due
     oauth_server.fail_next("500", "500", "500")
     assert engine.step() == RESUME_RETRY
-    clock.advance(RESUME_RETRY)
-    assert engine.step() == RESUME_RETRY
-    clock.advance(RESUME_WINDOW)  # the window is over: plain backoff again (20 s at the middle)
+    clock.advance(RESUME_WINDOW - RESUME_RETRY)
+    assert engine.step() == RESUME_RETRY, "still inside the window"
+    clock.advance(RESUME_RETRY)  # the window is over: plain backoff again (20 s at the middle)
     assert engine.step() == pytest.approx(15)
     assert refreshes(oauth_server) == 3
 
