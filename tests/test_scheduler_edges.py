@@ -837,3 +837,20 @@ def test_a_bug_in_the_gateway_restart_is_reported_as_a_failure(quiet: Settings, 
     assert wait_for_restart(engine) == GatewayRestart(1, False, False, failed)
     logged = [r.getMessage() for r in caplog.records]
     assert "Unexpected error while restarting the OpenClaw gateway" in logged
+
+
+def test_a_new_token_from_elsewhere_also_clears_the_failure_message(quiet: Settings, home: Path,
+                                                                    oauth_server: FakeKimiOAuth) -> None:
+    """Another program renewed while ours was failing: no failure is left, so no failure is shown
+    (the daemon logs each new message; `status --json` prints it)."""
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_next("429:300")
+    engine = make(quiet, clock)
+    engine.step()
+    assert engine.status.message.startswith("renewal failing: ")
+    seed(home, oauth_server, clock, left=900)
+    engine.send(FileChanged(kimi_file(home)))
+    engine.step()
+    assert engine.status.health is Health.FRESH and engine.status.failures == 0
+    assert engine.status.message == ""
