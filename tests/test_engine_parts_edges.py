@@ -77,7 +77,7 @@ def test_memory_starts_from_the_file_and_saves_to_it(tmp_path: Path) -> None:
 
 
 def test_memory_takes_what_another_process_wrote(tmp_path: Path, caplog) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="kimi_tray.engine.memory")
     memory = Memory(tmp_path)
     other = StateStore(tmp_path)
     state = other.load()
@@ -85,7 +85,8 @@ def test_memory_takes_what_another_process_wrote(tmp_path: Path, caplog) -> None
     other.save(state)
     memory.reload_if_changed_outside()
     assert memory.state.dead_reason == "rejected elsewhere"
-    assert "The state file changed outside this process; reloading it." in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "The state file changed outside this process; reloading it."]
 
 
 def test_memory_keeps_its_state_when_the_file_says_the_same(tmp_path: Path, caplog) -> None:

@@ -811,7 +811,9 @@ def wait_for_restart(engine: Engine) -> GatewayRestart:
     raise AssertionError(f"the restart did not end: {engine.status.gateway_restart}")
 
 
-def test_each_gateway_restart_is_a_new_attempt_shown_while_it_runs(file_mode: Settings, monkeypatch) -> None:
+def test_each_gateway_restart_is_a_new_attempt_shown_while_it_runs(file_mode: Settings, monkeypatch,
+                                                                   caplog) -> None:
+    caplog.set_level(logging.INFO, logger="kimi_tray.engine.scheduler")
     monkeypatch.setenv("FAKE_OPENCLAW_RESTART_SECONDS", "0.5")
     engine = make(file_mode, FakeClock())
     engine.send(RestartGateway())
@@ -819,6 +821,7 @@ def test_each_gateway_restart_is_a_new_attempt_shown_while_it_runs(file_mode: Se
     assert engine.status.gateway_restart == GatewayRestart(1, running=True)
     first = wait_for_restart(engine)
     assert first.attempt == 1 and first.ok is True and first.message
+    assert (logging.INFO, first.message) in [(r.levelno, r.getMessage()) for r in caplog.records]
     engine.send(RestartGateway())
     engine.step()
     assert engine.status.gateway_restart == GatewayRestart(2, running=True)
@@ -835,8 +838,9 @@ def test_a_bug_in_the_gateway_restart_is_reported_as_a_failure(quiet: Settings, 
     engine.send(RestartGateway())
     failed = "The gateway restart failed (RuntimeError)."
     assert wait_for_restart(engine) == GatewayRestart(1, False, False, failed)
-    logged = [r.getMessage() for r in caplog.records]
-    assert "Unexpected error while restarting the OpenClaw gateway" in logged
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (logging.ERROR, "Unexpected error while restarting the OpenClaw gateway") in logged
+    assert (logging.WARNING, failed) in logged
 
 
 def test_a_new_token_from_elsewhere_also_clears_the_failure_message(quiet: Settings, home: Path,
@@ -854,3 +858,63 @@ def test_a_new_token_from_elsewhere_also_clears_the_failure_message(quiet: Setti
     engine.step()
     assert engine.status.health is Health.FRESH and engine.status.failures == 0
     assert engine.status.message == ""
+
+
+# ----------------------------------------------------------------------------- one-shot renew
+def test_renew_retries_with_backoff_on_the_engines_clock_and_tells_each_retry(quiet: Settings, home: Path,
+                                                                              oauth_server: FakeKimiOAuth
+                                                                              ) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_next("500", "500")
+    heard: list[tuple[int, int, str, float]] = []
+    engine = make(quiet, clock)
+    started = clock.monotonic()
+    result = engine.renew(on_retry=lambda *args: heard.append(args))
+    assert result.renewed is True and result.restart_message == ""
+    waited = clock.monotonic() - started
+    assert waited == pytest.approx(3.75 + 7.5), "waited the backoff, jitter at its middle"
+    assert [(n, delay) for n, _, _, delay in heard] == [(1, 3.75), (2, 7.5)]
+    assert all("500" in reason for _, _, reason, _ in heard)
+
+
+@pytest.mark.parametrize(("give_up_after", "attempts"), [(None, 4), (10.0, 2)])
+def test_renew_gives_up_after_the_time_given_or_the_settings(quiet: Settings, home: Path,
+                                                             oauth_server: FakeKimiOAuth,
+                                                             give_up_after: float | None,
+                                                             attempts: int) -> None:
+    """45 s by default: attempts at 0, 3.75, 11.25 and 26.25 s; the next would start after 45 s."""
+    from kimi_tray.core.errors import TransientError
+
+    assert quiet.renew_give_up_after == 45.0
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_always("500")
+    with pytest.raises(TransientError, match=f"Gave up after {attempts} attempt"):
+        make(quiet, clock).renew(give_up_after=give_up_after)
+    assert refreshes(oauth_server) == attempts
+
+
+def test_a_stop_ends_a_renew_between_attempts(quiet: Settings, home: Path,
+                                              oauth_server: FakeKimiOAuth) -> None:
+    from kimi_tray.core.errors import TransientError
+    from kimi_tray.engine.commands import Stop
+
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_always("500")
+    engine = make(quiet, clock)
+    engine.send(Stop())
+    with pytest.raises(TransientError):
+        engine.renew()
+    assert refreshes(oauth_server) == 1
+
+
+def test_join_of_a_running_engine_says_it_still_runs(quiet: Settings) -> None:
+    engine = Engine(quiet)  # the real clock: its thread sleeps
+    engine.start()
+    try:
+        assert engine.join(0.1) is True
+    finally:
+        engine.stop(timeout=10)
+    assert engine.join(0.1) is False
