@@ -586,7 +586,7 @@ def test_the_loop_survives_a_failing_step(quiet: Settings, caplog) -> None:
     start = clock.now()
     engine.handle().start()
     assert engine.join(10) is False
-    assert "Unexpected error in the engine loop" in caplog.text
+    assert "Unexpected error in the engine loop" in [r.getMessage() for r in caplog.records]
     assert calls == [start, start + POLL, start + POLL + 5.0], "after a failure: one poll interval"
 
 
@@ -918,3 +918,26 @@ def test_join_of_a_running_engine_says_it_still_runs(quiet: Settings) -> None:
     finally:
         engine.stop(timeout=10)
     assert engine.join(0.1) is False
+
+
+def test_stop_waits_only_as_long_as_told_for_a_stuck_step(quiet: Settings) -> None:
+    release = threading.Event()
+
+    class Stuck(Engine):
+        def step(self) -> float:
+            release.wait(10)
+            return 1.0
+
+    engine = Stuck(quiet)
+    handle = engine.handle()
+    handle.start()
+    try:
+        started = time.monotonic()
+        handle.stop(timeout=0.2)
+        assert time.monotonic() - started < 5 and handle.join(0) is True
+        started = time.monotonic()
+        engine.stop(timeout=0.2)
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+    assert handle.join(10) is False
