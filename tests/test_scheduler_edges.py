@@ -819,6 +819,8 @@ def test_each_gateway_restart_is_a_new_attempt_shown_while_it_runs(file_mode: Se
     engine.send(RestartGateway())
     engine.step()
     assert engine.status.gateway_restart == GatewayRestart(1, running=True)
+    (worker,) = [t for t in threading.enumerate() if t.name == "restart-gateway"]
+    assert worker.daemon is True, "a slow gateway never keeps the process alive"
     first = wait_for_restart(engine)
     assert first.attempt == 1 and first.ok is True and first.message
     assert (logging.INFO, first.message) in [(r.levelno, r.getMessage()) for r in caplog.records]
