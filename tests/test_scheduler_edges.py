@@ -943,3 +943,132 @@ def test_stop_waits_only_as_long_as_told_for_a_stuck_step(quiet: Settings) -> No
     finally:
         release.set()
     assert handle.join(10) is False
+
+
+# ----------------------------------------------------------------------------- more of the step
+def test_the_status_names_the_file_its_owner_and_the_target(file_mode: Settings, home: Path,
+                                                            oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock, left=900)
+    engine = make(file_mode, clock)
+    engine.send(RememberForcedLoginWarning(clock.now() - 9))
+    engine.step()
+    status = engine.status
+    assert status.credentials_file == str(kimi_file(home)) and status.credentials_owner == "kimi-cli"
+    assert status.openclaw_handoff is True and status.openclaw_mode == "file"
+    assert status.openclaw_target == engine.handoff.describe() and status.openclaw_target
+    assert status.last_forced_login_warning == clock.now() - 9 and status.usage is None
+    assert status.last_renewal is None and status.expires_at == clock.now() + 900
+    off = make(file_mode.with_overrides(openclaw_mode="off"), clock)
+    off.step()
+    assert off.status.openclaw_handoff is False and off.status.openclaw == "off"
+
+
+def test_a_token_at_its_expiry_or_rejected_is_never_handed_to_openclaw(file_mode: Settings, home: Path,
+                                                                        oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock, left=0)
+    oauth_server.fail_always("500")
+    engine = make(file_mode, clock)
+    engine.step()
+    assert profile(file_mode) is None and engine.status.health is Health.EXPIRED
+    oauth_server.clear_faults()
+    seed(home, oauth_server, clock, left=200)
+    oauth_server.revoke_all()
+    engine.send(FileChanged(kimi_file(home)))
+    engine.step()
+    assert engine.status.health is Health.NEEDS_LOGIN
+    assert profile(file_mode) is None
+
+
+def test_an_openclaw_that_fails_is_retried_after_30_then_60_s(file_mode: Settings, home: Path,
+                                                              oauth_server: FakeKimiOAuth) -> None:
+    from kimi_tray.stores.openclaw import legacy_profiles_path
+
+    legacy_profiles_path(file_mode.openclaw_state_dir, "main").write_text("{not json")
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock, left=3600, lifetime=3600)
+    engine = make(file_mode, clock)
+    engine.send(UseEvents(3600.0))
+    assert engine.step() == pytest.approx(30)
+    assert engine.status.openclaw == "error"
+    clock.advance(30)
+    assert engine.step() == pytest.approx(60)
+
+
+def test_a_successful_login_forgets_the_failures_and_says_where_openclaw_stands(
+        file_mode: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock, left=300)
+    oauth_server.fail_next("429:300")
+    engine = make(file_mode, clock)
+    engine.step()
+    assert engine.status.failures == 1
+    tokens = seed(home, oauth_server, clock, left=900)
+    saved = CredentialSource(kimi_file(home), home / ".kimi", "kimi-cli").load()
+    engine._login = LoginView(1, "waiting")
+    engine.send(LoginEnded(1, saved))
+    engine.step()
+    status = engine.status
+    assert status.login == LoginView(1, "done", message="Logged in; OpenClaw in sync.")
+    assert (status.failures, status.message, status.health) == (0, "", Health.FRESH)
+    assert status.last_renewal == clock.now()
+    held = profile(file_mode)
+    assert held is not None and held["access"] == tokens["access_token"]
+
+
+def test_the_other_clis_file_is_found_when_ours_is_gone(quiet: Settings, home: Path,
+                                                        oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=900)
+    engine = make(quiet, clock)
+    engine.step()
+    kimi_file(home).unlink()
+    other = quiet.kimi_code_home / "credentials" / "kimi-code.json"
+    write_credentials(other, oauth_server.issue(), clock.now() + 800)
+    engine.step()
+    assert engine.status.health is Health.FRESH and engine.status.credentials_file == str(other)
+    assert engine.status.credentials_owner == "kimi-code"
+
+
+def test_an_unreadable_file_is_an_error_and_no_refresh_is_tried(quiet: Settings, home: Path,
+                                                                oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=10)
+    kimi_file(home).write_text("{not json")
+    engine = make(quiet, clock)
+    engine.send(RenewNow())
+    assert engine.step() == POLL
+    assert engine.status.health is Health.ERROR and str(kimi_file(home)) in engine.status.message
+    assert engine.usage_token(clock.now()) is None and refreshes(oauth_server) == 0
+
+
+def test_an_empty_access_token_is_never_used_for_the_quota(settings: Settings, home: Path,
+                                                           oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock()
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), {**tokens, "access_token": ""}, clock.now() + 800)
+    engine = make(settings.with_overrides(openclaw_mode="off"), clock)
+    engine.snapshot()
+    assert engine.usage_token(clock.now()) is None
+
+
+def test_the_quota_is_fetched_only_once_a_face_watches_it(settings: Settings, home: Path,
+                                                          oauth_server: FakeKimiOAuth, usage_server) -> None:
+    from kimi_tray.engine.commands import FetchUsage, WatchUsage
+
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock, left=3600, lifetime=3600)
+    engine = make(settings.with_overrides(openclaw_mode="off"), clock)
+    engine.send(UseEvents(3600.0))
+    engine.send(FetchUsage(urgent=True))  # the daemon: no face shows the quota
+    assert engine.step() == 1800.0
+    assert usage_server.count == 0
+    engine.send(WatchUsage())
+    for _ in range(100):
+        engine.step()
+        if engine.status.usage is not None:
+            break
+        threading.Event().wait(0.05)
+    assert usage_server.count == 1 and engine.status.usage is not None
+    assert engine.step() == pytest.approx(settings.usage_interval, abs=1), "the next fetch sets the sleep"
