@@ -140,3 +140,8 @@ def test_openclaw_words_at_their_edges(view: OpenClawView, left: float, words: t
 def test_openclaw_words_without_credentials_are_what_was_remembered() -> None:
     view = OpenClawView("in_sync", "pasted", "cli", fingerprint("at-0"), NOW - 5, NOW)
     assert openclaw_words(Facts(NOW, "/k.json", openclaw=view)) == ("in_sync", "pasted")
+
+
+def test_a_rejected_token_without_a_remembered_reason_says_it_was_rejected() -> None:
+    facts = Facts(NOW, "/k.json", creds(800), dead_refresh_fp=fingerprint("rt-1"))
+    assert build_status(facts).message == "The Kimi refresh token was rejected."
