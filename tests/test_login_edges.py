@@ -6,6 +6,7 @@ Real parts: the loopback OAuth server, real files and locks; a fake clock for th
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -220,3 +221,48 @@ def test_the_worker_passes_its_lock_settings(oauth_server: FakeKimiOAuth, home: 
             assert (ended.credentials is not None) is disabled, ended
     finally:
         held.release()
+
+
+def test_the_worker_runs_on_the_engines_clock(oauth_server: FakeKimiOAuth, home: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="kimi_tray.engine.login")
+    oauth_server.device_script = ["pending", "pending", "ok"]
+    oauth_server.device_interval = 1
+    clock = FakeClock()
+    started = clock.monotonic()
+    inbox = Inbox()
+    LoginWorker(5, client(oauth_server), cli_source(home), 5, False, clock, inbox).start()
+    assert inbox.ended.wait(15)
+    assert clock.monotonic() - started == pytest.approx(3), "three polls a second apart, on the fake clock"
+    (device,) = oauth_server.devices.values()
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged[0] == f"Login started: code {device.user_code} at {oauth_server.url}/device"
+
+
+def test_the_worker_thread_is_named_and_never_keeps_the_process_alive(oauth_server: FakeKimiOAuth,
+                                                                      home: Path) -> None:
+    oauth_server.device_script = ["pending"]
+    inbox = Inbox()
+    worker = LoginWorker(1, client(oauth_server), cli_source(home), 5, False, FakeClock(), inbox).start()
+    try:
+        threads = [t for t in threading.enumerate() if t.name == "kimi-login"]
+        assert len(threads) == 1 and threads[0].daemon is True
+    finally:
+        worker.cancel.set()
+    assert inbox.ended.wait(15)
+
+
+def test_the_worker_logs_how_a_login_ended(oauth_server: FakeKimiOAuth, home: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="kimi_tray.engine.login")
+    oauth_server.device_script = ["pending"]
+    inbox = Inbox()
+    worker = LoginWorker(1, client(oauth_server), cli_source(home), 5, False, FakeClock(), inbox)
+    worker.cancel.set()
+    worker.start()
+    assert inbox.ended.wait(15)
+    assert [r.getMessage() for r in caplog.records][-1] == "Login cancelled."
+    caplog.clear()
+    oauth_server.device_script = ["denied"]
+    inbox = Inbox()
+    LoginWorker(2, client(oauth_server), cli_source(home), 5, False, FakeClock(), inbox).start()
+    assert inbox.ended.wait(15)
+    assert [r.getMessage() for r in caplog.records][-1] == "Login failed: The login was denied in the browser."
