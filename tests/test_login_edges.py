@@ -265,4 +265,5 @@ def test_the_worker_logs_how_a_login_ended(oauth_server: FakeKimiOAuth, home: Pa
     inbox = Inbox()
     LoginWorker(2, client(oauth_server), cli_source(home), 5, False, FakeClock(), inbox).start()
     assert inbox.ended.wait(15)
-    assert [r.getMessage() for r in caplog.records][-1] == "Login failed: The login was denied in the browser."
+    denied = "Login failed: The login was denied in the browser."
+    assert [r.getMessage() for r in caplog.records][-1] == denied
