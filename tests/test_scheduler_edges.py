@@ -1072,3 +1072,30 @@ def test_the_quota_is_fetched_only_once_a_face_watches_it(settings: Settings, ho
         threading.Event().wait(0.05)
     assert usage_server.count == 1 and engine.status.usage is not None
     assert engine.step() == pytest.approx(settings.usage_interval, abs=1), "the next fetch sets the sleep"
+
+
+def test_a_resume_asks_for_the_quota_at_once_despite_a_long_server_wait(settings: Settings, home: Path,
+                                                                        oauth_server: FakeKimiOAuth,
+                                                                        usage_server) -> None:
+    from kimi_tray.engine.commands import WatchUsage
+
+    clock = FakeClock(start=time.time())
+    seed(home, oauth_server, clock, left=3600, lifetime=3600)
+    engine = make(settings.with_overrides(openclaw_mode="off"), clock)
+    usage_server.fail_next("429:3000")
+
+    def fetched(count: int) -> bool:
+        for _ in range(100):
+            engine.step()
+            if usage_server.count >= count and engine.usage._fetch is None:
+                return True
+            threading.Event().wait(0.05)
+        return False
+
+    engine.send(WatchUsage())
+    assert fetched(1)
+    clock.advance(120)
+    engine.step()
+    assert usage_server.count == 1, "the server said to wait"
+    engine.send(Resumed())
+    assert fetched(2), "a resume forgets the wait"
