@@ -82,13 +82,17 @@ def test_the_code_expires_exactly_at_its_lifetime(oauth_server: FakeKimiOAuth, h
     assert not kimi_file(home).exists()
 
 
-def test_slow_down_adds_five_seconds_each_time(oauth_server: FakeKimiOAuth, home: Path) -> None:
+def test_slow_down_adds_five_seconds_each_time(oauth_server: FakeKimiOAuth, home: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="kimi_tray.engine.login")
     oauth_server.device_script = ["slow_down", "slow_down", "ok"]
     oauth_server.device_interval = 1
     clock = FakeClock()
     start = clock.monotonic()
     device_login(client(oauth_server), cli_source(home), 5, clock=clock)
     assert clock.monotonic() - start == pytest.approx(1 + 6 + 11), "waits 1, then 6, then 11 s"
+    slower = [r.getMessage() for r in caplog.records if "slowly" in r.getMessage()]
+    assert slower == ["The server asked to poll more slowly; now every 6 s.",
+                      "The server asked to poll more slowly; now every 11 s."]
 
 
 @pytest.mark.parametrize(("failures", "ends"), [(MAX_TRANSIENT_FAILURES - 1, "saved"),
@@ -203,7 +207,7 @@ def test_the_worker_reports_a_bug_by_its_type_only(oauth_server: FakeKimiOAuth, 
     assert inbox.ended.wait(15)
     error = "Unexpected error during the login (ZeroDivisionError)."
     assert inbox.reports == [LoginEnded(4, None, error=error)]
-    assert "Unexpected error during the login" in caplog.text
+    assert "Unexpected error during the login" in [r.getMessage() for r in caplog.records]
 
 
 def test_the_worker_passes_its_lock_settings(oauth_server: FakeKimiOAuth, home: Path) -> None:
