@@ -161,3 +161,13 @@ def test_a_failing_on_late_is_logged_and_the_call_still_ends(caplog) -> None:
     gate.set()
     assert call.wait(5) and woke.wait(5)
     assert "Could not keep a late answer" in caplog.text
+
+
+def test_the_request_thread_never_keeps_the_process_alive() -> None:
+    gate, work = gated()
+    BackgroundCall(work, "slow-request", 30, unexpected)
+    try:
+        (thread,) = [t for t in threading.enumerate() if t.name == "slow-request"]
+        assert thread.daemon is True
+    finally:
+        gate.set()

@@ -271,3 +271,33 @@ def test_the_worker_logs_how_a_login_ended(oauth_server: FakeKimiOAuth, home: Pa
     assert inbox.ended.wait(15)
     denied = "Login failed: The login was denied in the browser."
     assert [r.getMessage() for r in caplog.records][-1] == denied
+
+
+def test_the_new_tokens_are_masked_in_logs_and_the_save_is_logged(oauth_server: FakeKimiOAuth, home: Path,
+                                                                  caplog) -> None:
+    from kimi_tray.core import logs
+
+    caplog.set_level(logging.INFO, logger="kimi_tray.engine.login")
+    oauth_server.device_script = ["ok"]
+    creds = device_login(client(oauth_server), cli_source(home), 5, clock=FakeClock())
+    masked = logs.redact(f"a {creds.access_token} r {creds.refresh_token}")
+    assert creds.access_token not in masked and creds.refresh_token not in masked
+    saved = f"Logged in; credentials saved to {kimi_file(home)}."
+    assert [r.getMessage() for r in caplog.records][-1] == saved
+
+
+def test_a_failed_poll_is_logged_with_its_cause(oauth_server: FakeKimiOAuth, home: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="kimi_tray.engine.login")
+    oauth_server.device_script = ["ok"]
+    oauth = client(oauth_server)
+    real_start = oauth.start_device_login
+
+    def start_then_fail():
+        authorization = real_start()
+        oauth_server.fail_next("500")
+        return authorization
+
+    oauth.start_device_login = start_then_fail  # type: ignore[method-assign]
+    device_login(oauth, cli_source(home), 5, clock=FakeClock())
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("Login poll failed (") and "500" in line and line.endswith("); trying again.")
