@@ -110,7 +110,8 @@ def test_a_field_of_the_wrong_type_is_refused_and_left_in_place(tmp_path: Path, 
     caplog.set_level(logging.ERROR)
     assert read_recovery(path) is None
     assert path.exists()
-    assert f"The recovery file {path} cannot be read; it is left in place." in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"The recovery file {path} cannot be read; it is left in place."]
 
 
 @pytest.mark.parametrize("field", ["access_token", "expires_in", "reason", "token_type"])

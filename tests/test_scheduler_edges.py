@@ -680,6 +680,7 @@ def test_renew_hands_over_only_what_openclaw_lacks(file_mode: Settings, home: Pa
     assert second.restart_message == ""
     forced = engine.renew()
     assert forced.renewed is True and oauth_server.successful_refreshes == 1
+    assert forced.restart_message, "the gateway restart after the hand-off is told"
     held = profile(file_mode)
     assert held is not None and held["access"] == forced.credentials.access_token
 
