@@ -1100,3 +1100,23 @@ def test_a_resume_asks_for_the_quota_at_once_despite_a_long_server_wait(settings
     assert usage_server.count == 1, "the server said to wait"
     engine.send(Resumed())
     assert fetched(2), "a resume forgets the wait"
+
+
+def test_the_gap_holds_across_a_restart_by_the_state_files_time(quiet: Settings, home: Path,
+                                                                oauth_server: FakeKimiOAuth) -> None:
+    """A new process knows our last refresh only from the state file (no monotonic copy)."""
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=1)
+    make(quiet, clock).step()
+    assert refreshes(oauth_server) == 1
+    seed(home, oauth_server, clock, left=1)  # another program writes a token already due
+    clock.advance(1)
+    restarted = make(quiet, clock)
+    restarted.send(UseEvents(3600.0))
+    assert restarted.step() == pytest.approx(224)
+    clock.advance(223.5)
+    restarted.step()
+    assert refreshes(oauth_server) == 1, "the gap since the last refresh holds after a restart"
+    clock.advance(0.5)
+    restarted.step()
+    assert refreshes(oauth_server) == 2
