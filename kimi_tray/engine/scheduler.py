@@ -549,7 +549,8 @@ class Engine(Owned):
             self.renewal.reselect_source()
             self._reload_if_changed(force=True)
             if (self._creds.refresh_token if self._creds else None) != before:
-                self._failures, self._next_attempt = 0, 0.0
+                # A token from elsewhere: the failures were the old token's, and so is their message.
+                self._failures, self._next_attempt, self._message = 0, 0.0, ""
         if openclaw_paths:
             self.handoff.recheck(self._creds)
 
