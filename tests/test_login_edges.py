@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import KIMI_CLIENT_ID
 from kimi_tray.core.errors import DeviceFlowError, LockTimeout
 from kimi_tray.engine.commands import LoginCodeShown, LoginEnded, Report
@@ -28,6 +27,7 @@ from kimi_tray.kimi.oauth import OAuthClient
 from kimi_tray.stores.credentials import CredentialSource
 from kimi_tray.stores.fileio import DirectoryLock
 from tests.conftest import kimi_file, read_json
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
 from kimi_tray.core.health import GatewayRestart, Health, LoginView, Status
 from kimi_tray.engine.commands import (
@@ -42,6 +41,7 @@ from kimi_tray.engine.scheduler import (
 from kimi_tray.stores.credentials import CredentialSource
 from kimi_tray.stores.state import StateStore, fingerprint
 from tests.conftest import calls, immutable, kimi_file, read_json, write_credentials
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 
 POLL = 30.0  # the settings' poll interval

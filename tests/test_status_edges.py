@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from kimi_tray.core.health import GatewayRestart, Health, LoginView, Status
+from kimi_tray.core.usage import Usage
 from kimi_tray.engine.recovery import Unsaved
 from kimi_tray.engine.status import Facts, build_status, login_needed_reason, openclaw_words
-from kimi_tray.kimi.usage_model import Usage
 from kimi_tray.stores.credentials import Credentials
 from kimi_tray.stores.state import OpenClawView, fingerprint
 from tests.support.oauth_server import make_jwt

@@ -13,9 +13,9 @@ import pytest
 
 from kimi_tray.core.config import Settings
 from kimi_tray.core.health import Health, Status
-from kimi_tray.engine.usage_alerts import UsageAlerts, alerts_from_settings
-from kimi_tray.kimi.usage_model import Usage, UsageWindow
+from kimi_tray.core.usage import Usage, UsageWindow
 from kimi_tray.stores.usage_store import UsageStore
+from kimi_tray.ui.usage_alerts import UsageAlerts, alerts_from_settings
 from kimi_tray.ui.usage_text import reset_clock, window_line
 
 NOW = 1_800_000_000.0
@@ -115,7 +115,7 @@ def test_levels_of_other_thresholds_remembered_are_kept_when_exhausted(store: Us
 
 
 def test_each_notice_is_logged_as_shown(store: UsageStore, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="kimi_tray.engine.usage_alerts")
+    caplog.set_level(logging.INFO, logger="kimi_tray.ui.usage_alerts")
     UsageAlerts(Screen(), store, (80,)).check(usage(window(170)), NOW)
     assert [r.getMessage() for r in caplog.records] == [
         f"Kimi quota 80 % used: {window_line(window(170), NOW)}."]
