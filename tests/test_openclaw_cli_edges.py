@@ -301,7 +301,8 @@ def test_paste_promises_the_lifetime_minus_the_margin(settings: Settings, logged
     assert 885 <= expires_in(argv) <= 891
     assert argv[:7] == ["models", "auth", "paste-token", "--provider", "kimi", "--profile-id",
                         "kimi:oauth"] and "--agent" not in argv
-    assert [c["stdin_fp"] for c in calls(logged) if "stdin_fp" in c] != [] and ACCESS not in json.dumps(calls(logged))
+    assert [c for c in calls(logged) if "stdin_fp" in c] != [], "the token came on stdin"
+    assert ACCESS not in json.dumps(calls(logged))
     assert view.state == "in_sync" and view.detail == "profile kimi:oauth holds the current token"
     assert view.token_fp == fingerprint(ACCESS) and view.mode == "cli"
     assert view.expires_at is not None and abs(view.expires_at - (now + expires_in(argv))) < 5

@@ -83,7 +83,7 @@ def write_lock(target: Path, payload: object) -> Path:
 # -- which process is gone
 def test_process_start_time_is_field_22_of_proc_stat() -> None:
     stat = Path(f"/proc/{os.getpid()}/stat").read_text()
-    assert MY_START == int(stat[stat.rfind(")") + 2:].split()[19])
+    assert int(stat[stat.rfind(")") + 2:].split()[19]) == MY_START
     assert process_start_time(dead_pid()) is None
 
 
