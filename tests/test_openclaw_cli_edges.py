@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -309,16 +308,13 @@ def test_paste_promises_the_lifetime_minus_the_margin(settings: Settings, logged
     assert target.memory.call_seconds is not None and target.memory.call_seconds < 5
 
 
-@pytest.mark.parametrize(("memory", "margin"), [(OpenClawMemory(), 20),
-                                                (OpenClawMemory(kimi_plugin=False), 185)])
-def test_a_first_paste_guesses_its_margin(settings: Settings, logged, memory, margin) -> None:
-    if memory.kimi_plugin is False:
-        os.environ["FAKE_OPENCLAW_NO_KIMI_PLUGIN"] = "1"
-    try:
-        now = time.time()
-        CliTarget(settings, memory).sync(Token(ACCESS, now + 900), now)
-    finally:
-        os.environ.pop("FAKE_OPENCLAW_NO_KIMI_PLUGIN", None)
+@pytest.mark.parametrize(("plugin", "margin"), [(None, 20), (False, 185)])
+def test_a_first_paste_guesses_its_margin(settings: Settings, logged, monkeypatch,
+                                          plugin: bool | None, margin: int) -> None:
+    if plugin is False:
+        monkeypatch.setenv("FAKE_OPENCLAW_NO_KIMI_PLUGIN", "1")
+    now = time.time()
+    CliTarget(settings, OpenClawMemory(kimi_plugin=plugin)).sync(Token(ACCESS, now + 900), now)
     (argv,) = pastes(logged)
     assert 900 - margin - 6 <= expires_in(argv) <= 900 - margin - 1
 

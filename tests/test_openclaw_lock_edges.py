@@ -27,7 +27,13 @@ from kimi_tray.stores.openclaw.lock import (
 )
 
 NOW = 1_800_000_000.0
-MY_START = process_start_time(os.getpid())
+
+
+def my_start() -> int:
+    """This process's start time (asked each time: mutation testing runs tests in forked children)."""
+    start = process_start_time(os.getpid())
+    assert start is not None
+    return start
 
 
 def iso_at(when: float, suffix: str = "Z") -> str:
@@ -83,7 +89,7 @@ def write_lock(target: Path, payload: object) -> Path:
 # -- which process is gone
 def test_process_start_time_is_field_22_of_proc_stat() -> None:
     stat = Path(f"/proc/{os.getpid()}/stat").read_text()
-    assert int(stat[stat.rfind(")") + 2:].split()[19]) == MY_START
+    assert int(stat[stat.rfind(")") + 2:].split()[19]) == my_start()
     assert process_start_time(dead_pid()) is None
 
 
@@ -100,7 +106,7 @@ def test_a_lock_naming_a_live_pid_is_never_stale_however_old() -> None:
     old = iso_at(NOW - 86400)
     assert is_stale({"pid": os.getpid(), "createdAt": old}, NOW) is False
     assert is_stale({"pid": float(os.getpid()), "createdAt": old}, NOW) is False
-    assert is_stale({"pid": os.getpid(), "starttime": MY_START}, NOW) is False
+    assert is_stale({"pid": os.getpid(), "starttime": my_start()}, NOW) is False
 
 
 def test_a_lock_naming_a_dead_or_zombie_pid_is_stale_however_new(zombie: int) -> None:
@@ -112,14 +118,12 @@ def test_a_lock_naming_a_dead_or_zombie_pid_is_stale_however_new(zombie: int) ->
 
 @pytest.mark.parametrize("delta", [-1, 1, 1000])
 def test_a_reused_pid_is_told_by_its_start_time(delta: int) -> None:
-    assert MY_START is not None
-    assert is_stale({"pid": os.getpid(), "starttime": MY_START + delta}, NOW) is True
-    assert is_stale({"pid": os.getpid(), "starttime": float(MY_START + delta)}, NOW) is True
+    assert is_stale({"pid": os.getpid(), "starttime": my_start() + delta}, NOW) is True
+    assert is_stale({"pid": os.getpid(), "starttime": float(my_start() + delta)}, NOW) is True
 
 
 def test_a_start_time_that_is_not_a_number_is_ignored() -> None:
-    assert MY_START is not None
-    for starttime in (True, str(MY_START + 1), None, [MY_START + 1]):
+    for starttime in (True, str(my_start() + 1), None, [my_start() + 1]):
         assert is_stale({"pid": os.getpid(), "starttime": starttime}, NOW) is False
 
 
@@ -163,7 +167,7 @@ def test_the_lock_sits_next_to_the_file_in_its_resolved_directory(tmp_path: Path
     with openclaw_lock(tmp_path / "link" / "auth-profiles.json") as held:
         assert held == real / "auth-profiles.json.lock" and held.exists()
         payload = json.loads(held.read_text())
-        assert payload["pid"] == os.getpid() and payload["starttime"] == MY_START
+        assert payload["pid"] == os.getpid() and payload["starttime"] == my_start()
         created = dt.datetime.fromisoformat(payload["createdAt"].replace("Z", "+00:00"))
         assert abs(created.timestamp() - time.time()) < 5
         assert is_stale(payload, time.time()) is False
@@ -202,7 +206,7 @@ def test_a_missing_directory_and_an_unusable_one_are_errors(tmp_path: Path) -> N
 @pytest.mark.parametrize("payload", [lambda: {"pid": dead_pid(), "createdAt": iso_at(time.time())},
                                      lambda: {"createdAt": iso_at(time.time() - 31)},
                                      lambda: {"createdAt": "garbage"},
-                                     lambda: {"pid": os.getpid(), "starttime": (MY_START or 0) + 1}])
+                                     lambda: {"pid": os.getpid(), "starttime": my_start() + 1}])
 def test_a_stale_lock_is_taken_over_without_waiting(tmp_path: Path, monkeypatch, payload) -> None:
     clock = FakeTime()
     monkeypatch.setattr(lock_module, "time", clock)
@@ -215,7 +219,7 @@ def test_a_stale_lock_is_taken_over_without_waiting(tmp_path: Path, monkeypatch,
 
 @pytest.mark.parametrize(("payload", "held_by"), [
     (lambda: {"pid": os.getpid(), "createdAt": iso_at(time.time() - 3600)},
-     f"is held by process {os.getpid()}, which is still running"),
+     "is held by process {pid}, which is still running"),
     (lambda: {"createdAt": iso_at(time.time())}, "is held by a writer"),
     (lambda: {}, "names no process, so OpenClaw never takes it over either"),
     (lambda: "", "names no process, so OpenClaw never takes it over either"),
@@ -230,6 +234,7 @@ def test_a_live_holder_is_waited_for_then_reported(tmp_path: Path, monkeypatch, 
     before = lock.read_bytes()
     with pytest.raises(OpenClawLockBusy) as busy, openclaw_lock(target, wait=1.0, rng=lambda: 0.5):
         pytest.fail("never entered")
+    held_by = held_by.format(pid=os.getpid())
     assert str(busy.value) == (f"OpenClaw's lock {lock} {held_by}; waited 1 s and wrote nothing. "
                                "kimi-tray will try again; if no OpenClaw is running, delete that file.")
     # 100 ms, 200 ms, ... each times (1 + random), the last one cut to what is left of the wait.
