@@ -580,3 +580,36 @@ def test_cli_doctor_walks_from_the_command_to_the_gateway(settings: Settings) ->
         "fail", "openclaw profile", "no login", "run `kimi-tray renew`")
     assert target.watched_files() == [] and target.restart_gateway()[0] is True
     assert math.isclose(target.memory.call_seconds or 0.0, target.memory.call_seconds or 0.0)
+
+
+def reporting(settings: Settings, tmp_path: Path, report: object) -> CliTarget:
+    """A CLI target whose `openclaw models status --json` prints `report`."""
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    return CliTarget(shell_openclaw(settings, tmp_path, f"cat {tmp_path / 'report.json'}\n"))
+
+
+def test_odd_status_reports_read_as_missing_or_stale(settings: Settings, tmp_path: Path) -> None:
+    now = 1_800_000_000.0
+    token = Token(ACCESS, now + 900)
+    ours = {"profileId": "kimi:oauth", "provider": "kimi", "type": "token"}
+    for report in ({"auth": []}, {"auth": {"oauth": None}}, {"auth": {"oauth": {"profiles": None}}},
+                   {"auth": {"oauth": {"profiles": ["kimi:oauth", {**ours, "provider": "openai"}]}}}):
+        assert reporting(settings, tmp_path, report).inspect(token, now).state == "missing", report
+    for providers in (None, [{"provider": "kimi"}], [{"profiles": {"labels": None}}],
+                      [{"profiles": {"labels": [7, f"kimi:oauth2=token:{MASK}",
+                                                f"kimi=token:{MASK}"]}}]):
+        report = {"auth": {"providers": providers, "oauth": {"profiles": [ours]}}}
+        view = reporting(settings, tmp_path, report).inspect(token, now)
+        assert view.detail == "OpenClaw holds an older Kimi token.", providers
+    for label in (f"kimi:oauth=token:{MASK}", f"kimi:oauth={MASK}", f"kimi:oauth=oauth:{MASK}"):
+        report = {"auth": {"providers": [{"profiles": {"labels": [label]}}],
+                           "oauth": {"profiles": [{**ours, "expiresAt": "soon"}]}}}
+        view = reporting(settings, tmp_path, report).inspect(token, now)
+        assert (view.state, view.expires_at) == ("in_sync", None), label
+
+
+def test_a_status_without_a_store_path_is_an_error(settings: Settings, tmp_path: Path) -> None:
+    for report in ({"auth": None}, {"auth": {"storePath": None}}, {}):
+        target = reporting(settings, tmp_path, report)
+        with pytest.raises(OpenClawError, match="did not say where it keeps credentials"):
+            Detector(target.runner, OpenClawMemory()).generation()
