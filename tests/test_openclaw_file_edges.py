@@ -268,16 +268,24 @@ def test_a_fatal_problem_makes_the_view_an_error_with_our_token(settings: Settin
 
 
 def test_file_doctor_works_without_the_command_and_asks_the_auth_order_with_it(
-        settings: Settings, tmp_path: Path) -> None:
+        settings: Settings, tmp_path: Path, monkeypatch) -> None:
     agent_file(settings, {"kimi-coding:default": OURS})
     target = LegacyFileTarget(settings)
     target.sync(TOKEN, NOW)
     checks = target.doctor_checks(lambda: TOKEN, OpenClawView(), NOW)
+    assert target.memory.plugin_checked_at == NOW, "doctor's plugin answer is remembered"
     assert [(c.level, c.name) for c in checks] == [
         ("ok", "openclaw command"), ("ok", "openclaw sync"), ("ok", "openclaw kimi plugin"),
         ("ok", "openclaw kimi models"), ("ok", "openclaw profile"), ("ok", "openclaw profiles"),
         ("warn", "openclaw gateway")]
     assert checks[4].detail == "in_sync: kimi-coding:default holds the current token"
+    monkeypatch.setenv("FAKE_OPENCLAW_GATEWAY_RUNNING", "1")
+    running = LegacyFileTarget(settings)
+    last = OpenClawView(detail="in sync; gateway restart failed: no service")
+    assert running.doctor_checks(lambda: TOKEN, last, NOW)[-1] == Check(
+        "fail", "openclaw gateway",
+        "running, but it did not take the current token after the last renewal",
+        "openclaw gateway restart")
     offline = LegacyFileTarget(settings.with_overrides(openclaw_command=(str(tmp_path / "none"),)))
     checks = offline.doctor_checks(lambda: TOKEN, OpenClawView(), NOW)
     assert [(c.level, c.name) for c in checks] == [
@@ -320,6 +328,7 @@ def test_each_mode_gets_its_target(settings: Settings, tmp_path: Path) -> None:
 
 
 def test_off_target_does_nothing_and_says_why(settings: Settings) -> None:
+    assert OffTarget("because").command == "openclaw"
     off = OffTarget("because", "/nowhere/openclaw")
     assert off.sync(TOKEN, NOW) == OpenClawView("off", "because", "off", checked_at=NOW)
     assert off.inspect(TOKEN, NOW) == off.sync(TOKEN, NOW)

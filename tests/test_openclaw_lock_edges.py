@@ -277,3 +277,15 @@ def test_the_random_part_stretches_a_delay_but_never_past_ten_seconds(tmp_path: 
     with openclaw_lock(target, wait=1000, rng=lambda: 0.99):
         pass
     assert clock.sleeps == pytest.approx([0.199, 0.398, 0.796, 1.592, 3.184, 6.368, 10.0])
+
+
+def test_the_wait_is_reported_to_a_tenth_of_a_second(tmp_path: Path, monkeypatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(lock_module, "time", clock)
+    target = tmp_path / "auth-profiles.json"
+    write_lock(target, {"pid": os.getpid()})
+    with pytest.raises(OpenClawLockBusy, match=r"; waited 1\.3 s and wrote") as busy, \
+            openclaw_lock(target, wait=1.26, rng=lambda: 0.5):
+        pass
+    assert clock.sleeps == pytest.approx([0.15, 0.3, 0.6, 0.21])
+    assert busy.value is not None

@@ -31,7 +31,9 @@ def test_the_holder_writes_who_it_is_in_a_private_file(tmp_path: Path) -> None:
         record = json.loads(path.read_text())
         assert record["pid"] == os.getpid() and record["mode"] == "daemon"
         assert before <= record["started_at"] <= time.time()
-        assert isinstance(record["program"], str) and record["program"]
+        from kimi_tray.platform.autostart import launch_spec
+
+        assert record["program"] == " ".join(launch_spec().argv)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(state.stat().st_mode) == 0o700
         holder = running_instance(state)
@@ -40,6 +42,7 @@ def test_the_holder_writes_who_it_is_in_a_private_file(tmp_path: Path) -> None:
         lock.release()
     assert running_instance(state) is None, "released: nobody renews"
     lock.release()  # twice is fine
+    InstanceLock(state).release()  # and never taken
 
 
 def test_a_second_instance_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
