@@ -613,3 +613,19 @@ def test_a_status_without_a_store_path_is_an_error(settings: Settings, tmp_path:
         target = reporting(settings, tmp_path, report)
         with pytest.raises(OpenClawError, match="did not say where it keeps credentials"):
             Detector(target.runner, OpenClawMemory()).generation()
+
+
+def test_cli_doctor_fails_without_the_command_and_reads_the_last_hand_off(settings: Settings,
+                                                                         tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    missing = CliTarget(settings.with_overrides(openclaw_command=(str(tmp_path / "none"),)))
+    first = missing.doctor_checks(lambda: Token(ACCESS, 1e10), OpenClawView(), 1.0)[0]
+    assert (first.level, first.name) == ("fail", "openclaw command")
+    monkeypatch.setenv("FAKE_OPENCLAW_GATEWAY_RUNNING", "1")
+    now = time.time()
+    token = Token(ACCESS, now + 900)
+    target = CliTarget(settings, OpenClawMemory(call_seconds=0.0))
+    target.sync(token, now)
+    last = OpenClawView(detail="x; gateway restart failed: y")
+    assert target.doctor_checks(lambda: token, last, now)[-1].level == "fail"
+    assert target.holding_checks(lambda: token, last, now)[-1].level == "fail"

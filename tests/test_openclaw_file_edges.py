@@ -391,3 +391,52 @@ def test_broken_json_is_a_local_file_error_inside(settings: Settings) -> None:
         LegacyFileTarget(settings).sync(TOKEN, NOW)
     assert str(broken.value).endswith("It was left untouched.")
     assert path.read_bytes() == b"\xff\xfe"
+
+
+def status_openclaw(settings: Settings, tmp_path: Path, report: dict) -> Settings:
+    """The stand-in, except that `models status --json` prints `report`."""
+    from tests.conftest import SUPPORT
+
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    script = tmp_path / "bin" / "status-openclaw"
+    script.write_text("#!/bin/sh\n"
+                      f'[ "$1 $2" = "models status" ] && exec cat {tmp_path / "report.json"}\n'
+                      f'exec {__import__("sys").executable} {SUPPORT / "fake_openclaw.py"} "$@"\n')
+    script.chmod(0o755)
+    return settings.with_overrides(openclaw_command=(str(script),))
+
+
+def test_file_doctor_asks_openclaw_which_profile_it_uses_first(settings: Settings,
+                                                               tmp_path: Path) -> None:
+    report = {"auth": {"oauth": {"providers": [
+        {"provider": "kimi-coding", "effectiveProfiles": [{"profileId": "kimi-coding:default"}]},
+        {"provider": "kimi", "effectiveProfiles": [{"profileId": "kimi:old", "type": "token"}]}]}}}
+    settings = status_openclaw(settings, tmp_path, report)
+    agent_file(settings, {"kimi-coding:default": OURS})
+    target = LegacyFileTarget(settings)
+    target.sync(TOKEN, NOW)
+    checks = target.doctor_checks(lambda: TOKEN, OpenClawView(), NOW)
+    assert Check("ok", "openclaw auth order", "kimi-coding:default is used first", "") in checks
+    assert target._auth_order_problems("kimi:oauth") == [Problem(
+        "OpenClaw uses kimi:old before kimi:oauth",
+        "openclaw models auth order set --provider kimi kimi:oauth kimi:old",
+        fatal=True, check="openclaw auth order")]
+
+
+def test_auto_doctor_passes_on_the_last_hand_off_and_the_time(settings: Settings, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_OPENCLAW_GATEWAY_RUNNING", "1")
+    memory = OpenClawMemory()
+    auto = AutoTarget(settings, memory)
+    now = __import__("time").time()
+    token = Token(TOKEN.access, now + 900)
+    auto.sync(token, now)
+    assert auto.inspect(token, now).checked_at == now
+    last = OpenClawView(detail="in sync; no running gateway picked it up")
+    checks = auto.doctor_checks(lambda: token, last, now + 5)
+    assert checks[-1].level == "fail" and checks[-1].name == "openclaw gateway"
+    assert memory.plugin_checked_at == now + 5
+    missing = AutoTarget(settings.with_overrides(openclaw_command=(str(tmp_path / "none"),)),
+                         OpenClawMemory())
+    first = missing.doctor_checks(lambda: token, OpenClawView(), now)[0]
+    assert (first.level, first.name) == ("warn", "openclaw command")

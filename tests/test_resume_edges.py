@@ -88,6 +88,7 @@ def test_the_listener_wakes_only_on_the_resume_and_stops(system_bus, caplog) -> 
         listener.stop()
     assert listener._thread is not None and not listener._thread.is_alive()
     messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "Listening for logind's PrepareForSleep."
     assert messages.count("The system resumed from sleep; renewing if due.") == 2
     assert not any("Lost the system bus" in m for m in messages), "a stop is no loss"
 
@@ -113,6 +114,8 @@ def test_a_bus_that_goes_away_is_a_loss_said_once(system_bus, caplog) -> None:
     assert not listener._thread.is_alive()
     losses = [r for r in caplog.records if "Lost the system bus" in r.getMessage()]
     assert len(losses) == 1 and losses[0].levelno == logging.INFO
+    assert re.fullmatch(r"Lost the system bus \(.+\); noticing resume by the clock instead\.",
+                        losses[0].getMessage())
     listener.stop()
     system_bus.proc.wait()
 
