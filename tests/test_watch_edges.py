@@ -193,3 +193,18 @@ def test_an_observer_that_cannot_start_leaves_the_stat_check(tmp_path: Path, wat
            "the files every 0 s instead." in caplog.text
     path.write_text("1")
     assert seen.wait(1)
+
+
+def test_a_change_between_the_first_look_and_the_start_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    path.write_text("1")
+    seen = Seen()
+    watcher = FileWatcher([path], seen, debounce=0.02)  # its first look at the file
+    replace(path, "22")  # before any watch is in place
+    watcher.start()
+    try:
+        assert watcher._thread is not None and watcher._thread.daemon is True, "never holds up exit"
+        assert seen.wait(1)
+        assert seen.paths == [path]
+    finally:
+        watcher.stop()
