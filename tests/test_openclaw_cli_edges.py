@@ -533,8 +533,10 @@ def test_plugin_checks_name_the_models_or_what_is_missing(settings: Settings, tm
         Check("ok", "openclaw kimi models", "kimi/kimi-for-coding")]
     monkeypatch.setenv("FAKE_OPENCLAW_NO_KIMI_PLUGIN", "1")
     (missing,) = plugin_checks(Runner(settings), OpenClawMemory(kimi_plugin=True), 5.0)
-    assert (missing.level, missing.fix) == ("fail", PLUGIN_FIX)
-    assert missing.detail.startswith("OpenClaw's Kimi provider plugin is not installed")
+    assert missing == Check(
+        "fail", "openclaw kimi plugin",
+        "OpenClaw's Kimi provider plugin is not installed, so OpenClaw cannot use Kimi (and each "
+        "openclaw call spends seconds trying to install it)", PLUGIN_FIX)
     shell = Runner(shell_openclaw(settings, tmp_path, """
 [ "$1" = plugins ] && { echo '{"plugins": [{"providerIds": ["kimi"]}]}'; exit 0; }
 [ -n "$MODELS" ] && { echo "$MODELS"; exit 0; }
@@ -629,3 +631,18 @@ def test_cli_doctor_fails_without_the_command_and_reads_the_last_hand_off(settin
     last = OpenClawView(detail="x; gateway restart failed: y")
     assert target.doctor_checks(lambda: token, last, now)[-1].level == "fail"
     assert target.holding_checks(lambda: token, last, now)[-1].level == "fail"
+
+
+def test_a_gateway_status_without_an_rpc_object_is_not_running(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    runner = Runner(shell_openclaw(settings, tmp_path, 'echo "$STATUS"\n'))
+    for status in ("{}", '{"rpc": true}', '{"rpc": "ok"}', '{"rpc": {"ok": false}}'):
+        runner.env["STATUS"] = status
+        assert gateway_checks(runner, OpenClawView())[0].detail == (
+            "not running; it reads the current token when it starts"), status
+
+
+def test_doctor_says_when_openclaw_has_no_profile_of_ours(settings: Settings) -> None:
+    checks = CliTarget(settings).doctor_checks(lambda: Token(ACCESS, 1e10), OpenClawView(), 1.0)
+    assert checks[-1] == Check("fail", "openclaw profile",
+                               "missing: OpenClaw has no kimi:oauth profile.", "kimi-tray renew")

@@ -209,6 +209,9 @@ def test_inspect_missing_stale_broken_and_current(settings: Settings) -> None:
     path.write_text("{")
     view = target.inspect(TOKEN, NOW)
     assert view.state == "error" and str(path) in view.detail and view.checked_at == NOW
+    assert view.mode == "file"
+    path.write_text('{"profiles": ["kimi-coding:default"]}')
+    assert target.inspect(TOKEN, NOW).state == "missing"
     agent_file(settings, {"other": {"type": "oauth"}})
     assert target.inspect(TOKEN, NOW) == OpenClawView(
         "missing", f"{path} has no kimi-coding:default profile.", "file", checked_at=NOW)
@@ -232,12 +235,13 @@ def test_the_earliest_expiry_of_all_files_is_reported(settings: Settings) -> Non
 
 
 def test_problems_name_each_stale_profile_a_refresh_token_and_a_broken_file(settings: Settings) -> None:
+    agent_file(settings, None, "aaa").write_text("{")  # a broken file before the others
     main = agent_file(settings, {
+        "openai:x": {"type": "oauth", "provider": "openai", "access": "old"},
+        "kimi:key": {"type": "api_key", "provider": "kimi", "key": "sk"},
         "kimi-coding:default": {**OURS, "access": TOKEN.access},
         "kimi:oauth": {"type": "token", "provider": "kimi", "token": "old"},
         "kimi-code:mine": {"type": "oauth", "provider": "kimi-code", "access": "old"},
-        "kimi:key": {"type": "api_key", "provider": "kimi", "key": "sk"},
-        "openai:x": {"type": "oauth", "provider": "openai", "access": "old"},
         "kimi:same": {"type": "token", "provider": "kimi", "token": TOKEN.access, "refresh": "r"},
         "odd": "not a profile"})
     broken = agent_file(settings, None, "zzz")
@@ -245,6 +249,9 @@ def test_problems_name_each_stale_profile_a_refresh_token_and_a_broken_file(sett
     agent_file(settings, None, "list").write_text('{"profiles": []}')
     target = LegacyFileTarget(settings)
     problems = target.find_problems(TOKEN)
+    first = problems.pop(0)
+    assert first.fix.startswith("repair or delete ")
+    assert first.fix.endswith("agents/aaa/agent/auth-profiles.json")
     assert [(p.text, p.fix) for p in problems[:3]] == [
         (f"{main}: kimi-coding:default holds a refresh token, so OpenClaw could refresh it itself "
          "and rotate kimi-tray's token.", "kimi-tray renew"),
@@ -299,7 +306,9 @@ def test_file_doctor_works_without_the_command_and_asks_the_auth_order_with_it(
                               "stale: OpenClaw holds an older Kimi token.", "kimi-tray renew")
     agent_file(settings, None).write_text("{")
     broken = offline.doctor_checks(lambda: TOKEN, OpenClawView(), NOW)
-    assert broken[-1].level == "fail" and broken[-1].fix == "kimi-tray renew"
+    path = legacy_profiles_path(settings.openclaw_state_dir, "main")
+    assert broken[-1] == Check("fail", "openclaw profile",
+                               f"{path} is not valid JSON (line 1, column 2).", "kimi-tray renew")
 
 
 def test_file_restart_and_lock_wait_come_from_the_settings(settings: Settings) -> None:
@@ -440,3 +449,17 @@ def test_auto_doctor_passes_on_the_last_hand_off_and_the_time(settings: Settings
                          OpenClawMemory())
     first = missing.doctor_checks(lambda: token, OpenClawView(), now)[0]
     assert (first.level, first.name) == ("warn", "openclaw command")
+
+
+def test_doctor_lists_each_problem_after_the_profile_that_holds_our_token(settings: Settings,
+                                                                          tmp_path: Path) -> None:
+    path = agent_file(settings, {"kimi-coding:default": OURS,
+                                 "kimi-coding:work": {"type": "oauth", "provider": "kimi-coding",
+                                                      "access": "stale"}})
+    target = LegacyFileTarget(settings.with_overrides(openclaw_command=(str(tmp_path / "none"),)))
+    target.sync(TOKEN, NOW)
+    checks = target.doctor_checks(lambda: TOKEN, OpenClawView(), NOW)
+    assert checks[2:] == [
+        Check("ok", "openclaw profile", "in_sync: kimi-coding:default holds the current token"),
+        Check("fail", "openclaw profiles", f"{path}: Kimi profile kimi-coding:work (provider "
+              "kimi-coding) holds an older token.", f'delete the "kimi-coding:work" entry from {path}')]
