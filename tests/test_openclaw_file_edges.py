@@ -463,3 +463,18 @@ def test_doctor_lists_each_problem_after_the_profile_that_holds_our_token(settin
         Check("ok", "openclaw profile", "in_sync: kimi-coding:default holds the current token"),
         Check("fail", "openclaw profiles", f"{path}: Kimi profile kimi-coding:work (provider "
               "kimi-coding) holds an older token.", f'delete the "kimi-coding:work" entry from {path}')]
+
+
+def test_the_file_target_waits_for_openclaws_lock_only_as_long_as_configured(
+        settings: Settings) -> None:
+    import os
+    import time
+
+    path = agent_file(settings, {"kimi-coding:default": OURS})
+    lock = path.with_name(path.name + ".lock")
+    lock.write_text(json.dumps({"pid": os.getpid()}))
+    started = time.monotonic()
+    with pytest.raises(OpenClawError, match=r"waited 0 s and wrote nothing"):
+        LegacyFileTarget(settings, lock_wait=0).sync(TOKEN, NOW)
+    assert time.monotonic() - started < 2
+    assert profiles_of(path)["kimi-coding:default"]["access"] == "old"

@@ -289,3 +289,12 @@ def test_the_wait_is_reported_to_a_tenth_of_a_second(tmp_path: Path, monkeypatch
         pass
     assert clock.sleeps == pytest.approx([0.15, 0.3, 0.6, 0.21])
     assert busy.value is not None
+
+
+def test_our_lock_is_written_as_openclaw_writes_its_own(tmp_path: Path) -> None:
+    with openclaw_lock(tmp_path / "auth-profiles.json") as held:
+        raw = held.read_text()
+    payload = json.loads(raw)
+    assert raw == json.dumps(payload, indent=2) + "\n", "JSON.stringify(payload, null, 2) + newline"
+    assert list(payload) == ["pid", "createdAt", "starttime"]
+    assert payload["createdAt"].endswith("Z") and len(payload["createdAt"]) == 24
