@@ -182,7 +182,7 @@ class WindowsPowerListener:
             log.info("The system resumed from sleep; renewing if due.")
             self.on_resume()
 
-    def _run(self) -> None:  # pragma: no cover - Windows only
+    def _run(self) -> None:  # pragma: no cover, no mutate block - Windows only
         try:
             import ctypes
             import time
@@ -230,7 +230,7 @@ class WindowsPowerListener:
         except Exception as exc:
             log.info("No power broadcast from Windows (%s); noticing resume by the clock.", exc)
 
-    def stop(self) -> None:  # pragma: no cover - Windows only
+    def stop(self) -> None:  # pragma: no cover, no mutate block - Windows only
         if self._hwnd:
             import ctypes
 

@@ -213,9 +213,10 @@ def _set_token(profile: Any, token: Token) -> str:
         profile["token"] = token.access
     else:
         profile["access"] = token.access
-        # Without a refresh token OpenClaw never tries to refresh this profile (oauth.ts returns
-        # before calling any refresher), so it can never rotate the token we keep.
-        profile.pop("refresh", None)
+    # Without a refresh token OpenClaw never tries to refresh this profile (oauth.ts returns
+    # before calling any refresher), so it can never rotate the token we keep; `doctor` flags one
+    # on either type, so neither keeps one.
+    profile.pop("refresh", None)
     profile["expires"] = int(token.expires_at * 1000)
     return old if isinstance(old, str) else ""
 
