@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.core.config import Settings, load_settings
+from tests.support import mutation
 from tests.support.desktop import Desktop, missing_tools
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage
@@ -60,6 +61,20 @@ def openclaw_env(env: dict[str, str], directory: Path, state_dir: Path) -> dict[
     certs = {k: v for k, v in os.environ.items() if k in ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE")}
     return dict(env, PATH=f"{node_bin}{os.pathsep}{bin_dir}{os.pathsep}{path}",
                 OPENCLAW_STATE_DIR=str(state_dir), NO_COLOR="1", **certs)
+
+
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
+    mutation.hide_from_children()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:  # noqa: ARG001
+    mutation.discard_child_hits()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:  # noqa: ARG001
+    mutation.merge_child_hits()
 
 
 @pytest.fixture
@@ -150,6 +165,7 @@ def env(home: Path, oauth_server: FakeKimiOAuth, usage_server: FakeKimiUsage,
         "PYTHONPATH": str(ROOT),
         "LANG": "C.UTF-8",
         "KIMI_TRAY_NO_NETWORK_CHECK": "1",  # doctor connects to loopback hosts only
+        **mutation.child_env(ROOT),  # under mutation testing: the child runs the same mutant
     }
 
 

@@ -46,7 +46,12 @@ def test_pending_slow_down_then_success_writes_the_kimi_file(oauth_server, home)
     assert stat.S_IMODE(kimi_file(home).parent.stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize(("step", "message"), [("expired", "expired"), ("denied", "denied")])
+# The whole sentence: the generic "rejected the login (HTTP 400, expired_token)" also says
+# "expired", so a bare word would pass even if the error were not recognised.
+@pytest.mark.parametrize(("step", "message"), [
+    ("expired", "^The login code expired before it was approved; start again.$"),
+    ("denied", "^The login was denied in the browser.$"),
+])
 def test_expired_and_denied_stop_with_a_clear_message(oauth_server, home, step, message) -> None:
     oauth_server.device_script = ["pending", step]
     with pytest.raises(DeviceFlowError, match=message):
@@ -57,7 +62,7 @@ def test_expired_and_denied_stop_with_a_clear_message(oauth_server, home, step, 
 def test_code_lifetime_runs_out(oauth_server, home) -> None:
     oauth_server.device_script = ["pending"]
     clock = FakeClock()
-    with pytest.raises(DeviceFlowError, match="expired"):
+    with pytest.raises(DeviceFlowError, match="^The login code expired before it was approved"):
         login(oauth_server, home, clock=clock, on_tick=lambda p: clock.advance(60))
     assert not kimi_file(home).exists()
 

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import stat
 import threading
@@ -21,6 +22,7 @@ TEMP_MARK = ".tmp."
 STALE_TEMP_AGE = 60.0
 _FS_IOC_GETFLAGS = 0x80086601  # Linux: read the inode flags (chattr)
 _IMMUTABLE_OR_APPEND = 0x10 | 0x20
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 def real_path(path: Path) -> Path:
@@ -247,8 +249,12 @@ def dump_json_like(value: Any, original: bytes | None) -> bytes:
             leading = second[: len(second) - len(second.lstrip())]
             indent = leading if leading and set(leading) == {"\t"} else len(leading) or None
     separators = (",", ": ") if indent is not None else (", ", ": ")
-    if original is not None and indent is None and b", " not in original and b": " not in original:
-        separators = (",", ":")
+    if original is not None and indent is None:
+        # Compact unless the original has a space after a separator; strings are left out, as a
+        # value such as "a, b" says nothing about the layout.
+        bare = _JSON_STRING.sub(b'""', original)
+        if b", " not in bare and b": " not in bare:
+            separators = (",", ":")
     try:
         body = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators,
                           allow_nan=False)
@@ -381,6 +387,9 @@ class DirectoryLock:
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
+            # Something inside it: not a lock we may remove. Waiting (up to the timeout) rather
+            # than trying again at once, which would spin on it for ever.
+            return False
         return True
 
     def _keep_fresh(self) -> None:
