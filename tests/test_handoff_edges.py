@@ -166,7 +166,8 @@ def test_failed_syncs_retry_after_30_s_doubling_to_10_minutes(settings: Settings
     for _ in range(7):
         tried = clock.now()
         handoff.sync_if_due(creds, source(settings))
-        assert handoff.memory.state.openclaw.checked_at == tried and handoff.memory.state.openclaw.state == "error"
+        seen = handoff.memory.state.openclaw
+        assert seen.checked_at == tried and seen.state == "error"
         delays.append(handoff.next_sync - tried)
         clock.advance(delays[-1] - 0.5)
         assert not handoff.due(creds)
