@@ -8,7 +8,9 @@ files; time is a FakeClock (the server's waits are real, and short).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
-from kimi_tray.core.errors import LocalFileError, LoginNeeded, TransientError
+from kimi_tray.core.errors import LocalFileError, LockTimeout, LoginNeeded, TransientError
 from kimi_tray.engine.memory import Memory
 from kimi_tray.engine.recovery import RECOVERY_FILE, Unsaved, read_recovery
 from kimi_tray.engine.renewal import (
@@ -25,8 +27,10 @@ from kimi_tray.engine.renewal import (
     Renewal,
     backoff_delay,
     max_more_attempts,
+    no_gc_pause,
 )
 from kimi_tray.kimi.oauth import OAuthClient, TokenResponse
+from kimi_tray.stores.fileio import FileLock
 from kimi_tray.stores.state import fingerprint
 from tests.conftest import kimi_file, read_json, wait_for, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
@@ -460,3 +464,127 @@ def test_a_late_answer_saved_after_a_newer_login_keeps_the_login(settings: Setti
     creds, renewed = renewal.refresh_once()
     assert not renewed and creds.refresh_token == newer["refresh_token"]
     assert json.loads(kimi_file(home).read_text())["refresh_token"] == newer["refresh_token"]
+
+
+# ----------------------------------------------------------------------------- the Kimi lock
+def kimi_lock(home: Path) -> FileLock:
+    """The lock the Python Kimi CLI takes on its file, as another process would hold it."""
+    return FileLock(kimi_file(home).with_name("kimi-code.lock"), timeout=1)
+
+
+@pytest.mark.parametrize(("lock_timeout", "left", "waited"), [
+    (0.3, None, 0.3), (10.0, 0.4, 0.4), (10.0, 0.01, 0.1)])
+def test_the_kimi_lock_is_waited_for_until_the_deadline_at_most(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth, lock_timeout: float,
+        left: float | None, waited: float) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    renewal = make(settings.with_overrides(lock_timeout=lock_timeout), clock)
+    deadline = None if left is None else clock.monotonic() + left
+    with kimi_lock(home):
+        started = time.monotonic()
+        with pytest.raises(LockTimeout, match=rf"for more than {waited:g} s\.$"):
+            renewal.refresh_once(deadline=deadline)
+        took = time.monotonic() - started
+    assert waited - 0.05 < took < waited + 1.0
+    assert oauth_server.refresh_calls == 0
+
+
+def test_a_slow_answer_that_cannot_get_the_lock_back_is_kept(settings: Settings, home: Path,
+                                                             oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    other = kimi_lock(home)
+    oauth_server.fail_next("late:0.8")
+    oauth_server.on_rotate = lambda: threading.Timer(0.3, other.acquire).start()
+    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=5.0, lock_timeout=0.2),
+                   clock)
+    try:
+        with pytest.raises(LocalFileError) as caught:
+            renewal.refresh_once()
+    finally:
+        assert wait_for(lambda: other._fd is not None)
+        other.release()
+    message = str(caught.value)
+    assert message.startswith("The new token is not saved yet: Another program held ")
+    assert "for more than 0.2 s, so the new token could not be written under it. It is kept in" in message
+    issued = oauth_server.rotations[-1]["refresh_token"]
+    assert renewal.pending is not None and renewal.pending.refresh_token == issued
+    creds, renewed = renewal.refresh_once()
+    assert renewed and creds.refresh_token == issued == read_json(kimi_file(home))["refresh_token"]
+
+
+def test_a_slow_rejection_is_a_dead_token_unless_another_program_renewed(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    oauth_server.revoke_all()
+    oauth_server.fail_next("slow:0.5")
+    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=5.0), clock)
+    with pytest.raises(LoginNeeded, match="rejected"):
+        renewal.refresh_once()
+
+    oauth_server.fail_next("slow:0.6")
+    theirs = oauth_server.issue()
+    threading.Timer(0.3, lambda: write_credentials(kimi_file(home), theirs, NOW + 900)).start()
+    creds, renewed = renewal.refresh_once()
+    assert not renewed and creds.refresh_token == theirs["refresh_token"]
+
+
+# ----------------------------------------------------------------------------- an earlier request
+def test_renew_waits_for_an_earlier_request_and_uses_its_answer(settings: Settings, home: Path,
+                                                                 oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    oauth_server.fail_next("late:1.5")
+    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=0.4), clock)
+    with pytest.raises(TransientError, match="did not answer in time"):
+        renewal.refresh_once()
+    with pytest.raises(TransientError, match="An earlier refresh is still waiting"):
+        renewal.refresh_once(deadline=clock.monotonic() + 0.2)  # its answer is not there yet
+    creds, renewed = renewal.refresh_once(deadline=clock.monotonic() + 10)
+    assert renewed and creds.refresh_token == oauth_server.rotations[-1]["refresh_token"]
+    assert oauth_server.refresh_calls == 1 and oauth_server.reused == []
+
+
+class Broken(OAuthClient):
+    def refresh(self, refresh_token, timeout=None) -> TokenResponse:  # type: ignore[no-untyped-def]
+        raise ValueError("a bug")
+
+
+def test_a_bug_in_the_request_is_a_transient_error_that_may_have_reached_the_server(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    tokens = login(oauth_server, home, NOW + 10)
+    renewal = make(settings, clock, oauth=Broken(oauth_server.url, "client", {}))
+    with pytest.raises(TransientError) as caught:
+        renewal.refresh_once()
+    assert str(caught.value) == "Unexpected error during the refresh (ValueError)."
+    assert caught.value.maybe_sent
+    assert Memory(settings.state_dir).state.inflight_refresh_fp == fingerprint(tokens["refresh_token"])
+
+
+def test_no_garbage_collector_pause_until_the_rename() -> None:
+    assert gc.isenabled()
+    with no_gc_pause():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with no_gc_pause():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "left as it was found"
+    finally:
+        gc.enable()
+
+
+def test_the_managed_file_follows_the_newest_login_unless_fixed(settings: Settings, home: Path,
+                                                                oauth_server: FakeKimiOAuth) -> None:
+    login(oauth_server, home, NOW + 100)
+    renewal = make(settings, FakeClock(NOW))
+    fixed = make(settings, FakeClock(NOW), source=renewal.source)
+    assert renewal.source.path == kimi_file(home)
+    other = settings.kimi_code_home / "credentials" / "kimi-code.json"
+    write_credentials(other, oauth_server.issue(), NOW + 800)
+    assert renewal.reselect_source().path == other == renewal.source.path
+    assert fixed.reselect_source().path == kimi_file(home)
