@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from kimi_tray.core import logs
 from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import LocalFileError, LockTimeout, LoginNeeded, TransientError
@@ -588,3 +589,48 @@ def test_the_managed_file_follows_the_newest_login_unless_fixed(settings: Settin
     write_credentials(other, oauth_server.issue(), NOW + 800)
     assert renewal.reselect_source().path == other == renewal.source.path
     assert fixed.reselect_source().path == kimi_file(home)
+
+
+def test_a_new_renewal_sweeps_stale_temp_files_and_masks_a_kept_token(settings: Settings, home: Path,
+                                                                       oauth_server: FakeKimiOAuth) -> None:
+    import os
+
+    old = login(oauth_server, home, NOW + 800)
+    leftover = kimi_file(home).with_name("kimi-code.json.tmp.4242.abcd1234")
+    leftover.write_text("{}")
+    os.utime(leftover, (time.time() - 120, time.time() - 120))
+    secret = "at-kept-" + "x" * 20
+    unsaved = Unsaved(secret, "rt-kept-" + "y" * 20, NOW + 900, 900, "kimi-code", "Bearer",
+                      fingerprint(old["refresh_token"]), "disk full")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / RECOVERY_FILE).write_bytes(unsaved.to_json())
+    renewal = make(settings, FakeClock(NOW))
+    assert not leftover.exists()
+    assert renewal.last_refresh_mono is None
+    assert renewal.pending == unsaved
+    assert secret not in logs.redact(f"token {secret} here"), "a kept token never reaches a log"
+
+
+def test_a_token_neither_file_takes_is_kept_in_memory(settings: Settings, home: Path,
+                                                      oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    cred = kimi_file(home)
+    renewal = make(settings, clock)
+    renewal.memory.save()
+    stack = contextlib.ExitStack()
+
+    def refuse_both() -> None:
+        stack.enter_context(immutable(cred))
+        stack.enter_context(immutable(settings.state_dir))
+
+    oauth_server.on_rotate = refuse_both
+    with stack:
+        with pytest.raises(LocalFileError) as caught:
+            renewal.refresh_once()
+        oauth_server.on_rotate = None
+        assert "It is kept in memory only and is put in place" in str(caught.value)
+        assert not (settings.state_dir / RECOVERY_FILE).exists()
+    issued = oauth_server.rotations[-1]["refresh_token"]
+    creds, renewed = renewal.refresh_once()
+    assert renewed and creds.refresh_token == issued == read_json(cred)["refresh_token"]
