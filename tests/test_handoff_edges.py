@@ -8,6 +8,7 @@ under OpenClaw's lock, the stand-in `openclaw` for `gateway restart`, real state
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,48 @@ def test_describe_and_watched_files_come_from_the_target(settings: Settings) -> 
     assert handoff.describe() == f"OpenClaw auth-profiles.json ({path}), profile kimi-coding:default"
     off = make(settings, FakeClock(NOW), mode="off")
     assert off.watched_files() == [] and off.restart_gateway()[0] is False
+
+
+# ----------------------------------------------------------------------------- OpenClaw 2026.9 (its CLI)
+CLI_TOKEN = "at-cli-" + "k" * 24 + "-end"  # long enough for OpenClaw's masked label
+
+
+def paste_calls(log: Path) -> list[list[str]]:
+    return [call["argv"] for call in map(json.loads, log.read_text().splitlines())
+            if call["argv"][:3] == ["models", "auth", "paste-token"]]
+
+
+def test_openclaw_is_promised_less_than_the_token_lives(settings: Settings, home: Path,
+                                                       calls_log: Path) -> None:
+    """paste-token gets an expiry the token outlives by a margin (5 s + 1.5 x the first guess of
+    10 s for a call), and no gateway restart: paste-token reloads a running gateway itself."""
+    clock = FakeClock(time.time())
+    creds = on_disk(home, CLI_TOKEN, clock.now() + 900)
+    handoff = make(settings, clock, mode="cli")
+    view, restart = handoff.sync(creds, source(settings))
+    assert restart == "" and restarts(calls_log) == 0
+    (argv,) = paste_calls(calls_log)
+    expires_in = int(argv[argv.index("--expires-in") + 1].rstrip("s"))
+    assert 900 - 20 - 3 <= expires_in <= 900 - 20
+    assert view.state == "in_sync" and view.mode == "cli" and view.token_fp == fingerprint(CLI_TOKEN)
+    assert view.detail == "profile kimi:oauth holds the current token"
+    assert view.expires_at is not None and view.expires_at <= creds.expires_at - 19
+    assert Memory(settings.state_dir).state.openclaw == view
+
+
+def test_a_recheck_that_openclaw_cannot_answer_is_an_error_to_sync_again(
+        settings: Settings, home: Path, calls_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(time.time())
+    creds = on_disk(home, CLI_TOKEN, clock.now() + 900)
+    make(settings, clock, mode="cli").sync(creds, source(settings))
+    monkeypatch.setenv("FAKE_OPENCLAW_FAIL", "migration")
+    handoff = make(settings, clock, mode="cli")  # a later process: the view comes from the state file
+    handoff.next_sync = clock.now() + 500
+    clock.advance(3)
+    handoff.recheck(creds)
+    view = Memory(settings.state_dir).state.openclaw
+    assert view.state == "error" and view.mode == "cli" and view.checked_at == clock.now()
+    assert view.detail.startswith("openclaw models status failed: Auth profile store ")
+    assert view.detail.endswith("requires legacy credential migration; affected providers: kimi-coding; "
+                                "run openclaw doctor --fix.")
+    assert handoff.next_sync == 0.0 and handoff.due(creds)

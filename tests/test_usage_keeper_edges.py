@@ -340,3 +340,21 @@ def test_status_waits_a_few_seconds_at_most(keeper_settings: Settings, home: Pat
     took = time.monotonic() - started
     assert usage is not None and usage.error == "the usage server did not answer in time"
     assert STATUS_USAGE_WAIT - 0.1 < took < STATUS_USAGE_WAIT + 1.5
+
+
+def test_only_an_urgent_request_forgets_the_failure_backoff(keeper_settings: Settings, home: Path,
+                                                            usage_server: FakeKimiUsage) -> None:
+    """The menu opening asks politely (the backoff stands); a resume or a login asks urgently."""
+    clock = FakeClock(NOW)
+    keeper = make(keeper_settings, clock, home)
+    keeper.watch()
+    host = Host(usage_server)
+    usage_server.fail_next("500", "500")
+    keeper.step(host, NOW, None)
+    clock.advance(60)
+    keeper.step(host, clock.now(), None)
+    assert keeper.policy.not_before == NOW + 60 + 120
+    keeper.request()
+    assert keeper.policy.requested and keeper.delay(host, clock.now()) == 120
+    keeper.request(urgent=True)
+    assert keeper.delay(host, clock.now()) == 60
