@@ -634,3 +634,28 @@ def test_a_token_neither_file_takes_is_kept_in_memory(settings: Settings, home: 
     issued = oauth_server.rotations[-1]["refresh_token"]
     creds, renewed = renewal.refresh_once()
     assert renewed and creds.refresh_token == issued == read_json(cred)["refresh_token"]
+
+
+def test_renew_forced_refreshes_a_fresh_token(settings: Settings, home: Path,
+                                              oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 800)
+    renewal = make(settings, clock)
+    assert renewal.renew(False, 60, Sleeper(clock), lambda: 0.0)[1] is False
+    assert renewal.renew(True, 60, Sleeper(clock), lambda: 0.0)[1] is True
+    assert oauth_server.successful_refreshes == 1
+
+
+def test_renew_waits_for_the_kimi_lock_within_its_own_limit(settings: Settings, home: Path,
+                                                            oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    renewal = make(settings.with_overrides(lock_timeout=5.0), clock)
+    sleep = Sleeper(clock)
+    with kimi_lock(home):
+        started = time.monotonic()
+        with pytest.raises(TransientError,
+                           match=r"for more than 0.5 s\. Gave up after 1 attempt\(s\) in 0 s\.$"):
+            renewal.renew(False, 0.5, sleep, lambda: 0.0)
+        assert time.monotonic() - started < 2.5
+    assert sleep.delays == [] and oauth_server.refresh_calls == 0
