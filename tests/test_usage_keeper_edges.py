@@ -27,8 +27,9 @@ class Host:
     """What the engine answers the keeper: its access token, and a renewal on request."""
 
     def __init__(self, server: FakeKimiUsage, token: str | None = "at-1", renew_gives: str | None = "at-2",
-                 renewed_meanwhile: str | None = None) -> None:
+                 renewed_meanwhile: str | None = None, expires_at: float = math.inf) -> None:
         self.server, self.token, self.renew_gives = server, token, renew_gives
+        self.expires_at = expires_at  # no token to ask with from then on
         self.renewed_meanwhile = renewed_meanwhile  # the token after the first ask (a renewal raced)
         self.renewals = 0
         self.asked = 0
@@ -37,7 +38,7 @@ class Host:
         self.asked += 1
         if self.renewed_meanwhile is not None and self.asked > 1:
             self.token, self.renewed_meanwhile = self.renewed_meanwhile, None
-        return self.token
+        return self.token if now < self.expires_at else None
 
     def renew_for_usage(self) -> bool:
         self.renewals += 1
@@ -358,3 +359,51 @@ def test_only_an_urgent_request_forgets_the_failure_backoff(keeper_settings: Set
     assert keeper.policy.requested and keeper.delay(host, clock.now()) == 120
     keeper.request(urgent=True)
     assert keeper.delay(host, clock.now()) == 60
+
+
+def test_an_expired_token_is_not_used_and_nothing_is_due(keeper_settings: Settings, home: Path,
+                                                         usage_server: FakeKimiUsage) -> None:
+    clock = FakeClock(NOW)
+    keeper = make(keeper_settings, clock, home)
+    keeper.watch()
+    host = Host(usage_server, expires_at=NOW + 10)
+    keeper.step(host, NOW, None)
+    assert usage_server.count == 1 and keeper.delay(host, NOW) == 300
+    assert keeper.delay(host, NOW + 10) == math.inf
+    clock.advance(300)
+    keeper.step(host, clock.now(), None)
+    assert usage_server.count == 1 and keeper.for_cli(host, force=True) is keeper.usage
+
+
+def test_only_the_first_step_after_a_refusal_and_a_new_token_is_urgent(
+        keeper_settings: Settings, home: Path, usage_server: FakeKimiUsage) -> None:
+    """Urgent skips the failure backoff (down to the minimum gap after the last try): once, for
+    the first new token after a refused one; not for the same token again, nor a routine renewal."""
+    clock = FakeClock(NOW)
+    keeper = make(keeper_settings, clock, home, last_renewal=NOW - 100)
+    keeper.watch()
+    host = Host(usage_server, renew_gives=None)
+    keeper.step(host, NOW, NOW - 50)  # a renewal seen: numbers fetched
+    clock.advance(300)
+    usage_server.fail_next("500")
+    keeper.step(host, clock.now(), NOW - 50)
+    clock.advance(60)
+    usage_server.rejected_tokens = {"at-1"}
+    keeper.step(host, clock.now(), NOW - 50)  # refused, and the renewal did not work
+    refused = clock.now()
+    assert keeper.usage is not None and keeper.usage.error == REFUSED
+    assert keeper.policy.failures == 2 and keeper.policy.not_before == refused + 120
+    keeper.step(host, refused + 1, NOW - 50)
+    assert keeper.policy.not_before == refused + 120, "the same token as before: no urgency"
+
+    host.token, usage_server.rejected_tokens = "at-2", set()
+    keeper.step(host, refused + 2, NOW + 400)  # a new token after the refusal
+    assert keeper.policy.not_before == refused + 60
+    clock.advance(60)
+    usage_server.fail_next("500")
+    keeper.step(host, clock.now(), NOW + 400)
+    assert sent(usage_server)[-1] == "at-2" and keeper.policy.failures == 3
+    failed_at = clock.now()
+    assert keeper.policy.not_before == failed_at + 240
+    keeper.step(host, failed_at + 1, NOW + 460)  # a routine renewal: the backoff stands
+    assert keeper.policy.not_before == failed_at + 240
