@@ -33,7 +33,7 @@ from kimi_tray.engine.renewal import (
 from kimi_tray.kimi.oauth import OAuthClient, TokenResponse
 from kimi_tray.stores.fileio import FileLock
 from kimi_tray.stores.state import fingerprint
-from tests.conftest import kimi_file, read_json, wait_for, write_credentials
+from tests.conftest import fill_up, kimi_file, read_json, small_tmpfs, wait_for, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.test_token_safety import immutable
 
@@ -111,10 +111,13 @@ def test_force_refreshes_a_fresh_token_and_saves_what_the_server_said(settings: 
                                                                       oauth_server: FakeKimiOAuth) -> None:
     oauth_server.lifetime = 300
     clock = FakeClock(NOW)
-    old = login(oauth_server, home, NOW + 3000, lifetime=3600)
+    old = oauth_server.issue()
+    write_credentials(kimi_file(home), old, NOW + 3000, expires_in=3600, scope="old-scope",
+                      token_type="OldType")
     renewal = make(settings, clock)
     creds, renewed = renewal.refresh_once(force=True)
     assert renewed
+    assert creds.access_token not in logs.redact(f"got {creds.access_token}"), "masked in logs"
     saved = read_json(kimi_file(home))
     assert saved["expires_at"] == NOW + 300 == creds.expires_at
     assert saved["expires_in"] == 300 and saved["scope"] == "kimi-code" and saved["token_type"] == "Bearer"
@@ -659,3 +662,19 @@ def test_renew_waits_for_the_kimi_lock_within_its_own_limit(settings: Settings, 
             renewal.renew(False, 0.5, sleep, lambda: 0.0)
         assert time.monotonic() - started < 2.5
     assert sleep.delays == [] and oauth_server.refresh_calls == 0
+
+
+def test_a_disk_filling_up_during_the_request_cannot_stop_the_save(settings: Settings, tmp_path: Path,
+                                                                   oauth_server: FakeKimiOAuth) -> None:
+    """The space was reserved before the request: the answer still fits afterwards."""
+    share = tmp_path / "share"
+    with small_tmpfs(share):
+        cred = share / "credentials" / "kimi-code.json"
+        write_credentials(cred, oauth_server.issue(), NOW + 10, foreign="kept")
+        oauth_server.on_rotate = lambda: fill_up(share)
+        renewal = make(settings.with_overrides(kimi_share_dir=share), FakeClock(NOW))
+        creds, renewed = renewal.refresh_once()
+        assert (share / "filler").exists()
+        saved = read_json(cred)
+        assert renewed and saved["refresh_token"] == creds.refresh_token in oauth_server.valid_refresh
+        assert saved["foreign"] == "kept"
