@@ -407,3 +407,46 @@ def test_only_the_first_step_after_a_refusal_and_a_new_token_is_urgent(
     assert keeper.policy.not_before == failed_at + 240
     keeper.step(host, failed_at + 1, NOW + 460)  # a routine renewal: the backoff stands
     assert keeper.policy.not_before == failed_at + 240
+
+
+def test_the_next_fetch_comes_just_after_a_window_resets(keeper_settings: Settings, home: Path,
+                                                         usage_server: FakeKimiUsage) -> None:
+    usage_server.reply = kimi_reply(now=NOW, window_reset_in=1000)
+    keeper = make(keeper_settings.with_overrides(usage_interval=3600), FakeClock(NOW), home)
+    keeper.watch()
+    host = Host(usage_server)
+    keeper.step(host, NOW, None)
+    assert keeper.delay(host, NOW) == 1005, "5 s after the 5-hour window rolls over, not in an hour"
+
+
+def test_a_renewal_that_leaves_no_token_is_a_refusal(keeper_settings: Settings, home: Path,
+                                                     usage_server: FakeKimiUsage) -> None:
+    usage_server.rejected_tokens = {"at-1"}
+    keeper = make(keeper_settings, FakeClock(NOW), home)
+    keeper.watch()
+
+    class Gone(Host):
+        def renew_for_usage(self) -> bool:
+            self.renewals += 1
+            self.token = None
+            return True
+
+    host = Gone(usage_server)
+    keeper.step(host, NOW, None)
+    assert host.renewals == 1 and sent(usage_server) == ["at-1"]
+    assert keeper.usage is not None and keeper.usage.error == REFUSED
+
+
+def test_a_bug_in_the_usage_client_is_a_failure_with_its_kind(keeper_settings: Settings, home: Path,
+                                                              usage_server: FakeKimiUsage) -> None:
+    from kimi_tray.kimi.usage_client import UsageClient
+
+    class Broken(UsageClient):
+        def fetch(self, access_token: str, now: float, stale_after: float = 360.0) -> Usage:
+            raise RuntimeError("a bug")
+
+    keeper = make(keeper_settings, FakeClock(NOW), home)
+    keeper._client = Broken(usage_server.url)  # the client the keeper would build, with a bug
+    usage = keeper.fetch_now(Host(usage_server))
+    assert usage is not None and usage.error == "unexpected error (RuntimeError)"
+    assert keeper.policy.failures == 1
