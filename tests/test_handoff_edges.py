@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,26 @@ from kimi_tray.stores.openclaw.base import Token
 from kimi_tray.stores.openclaw.off_target import OffTarget
 from kimi_tray.stores.state import OpenClawView, fingerprint
 from tests.conftest import kimi_file, read_json, write_credentials
+from tests.support.oauth_server import FakeKimiOAuth
+from tests.support.usage_server import FakeKimiUsage
 
 NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def usage_server() -> Iterator[FakeKimiUsage]:
+    """Bound but never serving: these tests ask for no usage, and skip its shutdown wait."""
+    server = FakeKimiUsage()
+    yield server
+    server.server.server_close()
+
+
+@pytest.fixture
+def oauth_server() -> Iterator[FakeKimiOAuth]:
+    """Bound but never serving: these tests refresh nothing, and skip its shutdown wait."""
+    server = FakeKimiOAuth()
+    yield server
+    server.server.server_close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import gc
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,28 @@ from kimi_tray.stores.fileio import FileLock
 from kimi_tray.stores.state import fingerprint
 from tests.conftest import fill_up, kimi_file, read_json, small_tmpfs, wait_for, write_credentials
 from tests.support.oauth_server import FakeKimiOAuth
+from tests.support.usage_server import FakeKimiUsage
 from tests.test_token_safety import immutable
 
 NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def oauth_server() -> Iterator[FakeKimiOAuth]:
+    """The loopback OAuth server, polling for shutdown often (these tests are run many times)."""
+    server = FakeKimiOAuth()
+    server.thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                     daemon=True)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def usage_server() -> Iterator[FakeKimiUsage]:
+    """Bound but never serving: these tests ask for no usage, and skip its shutdown wait."""
+    server = FakeKimiUsage()
+    yield server
+    server.server.server_close()
 
 
 def make(settings: Settings, clock: FakeClock, **kwargs: object) -> Renewal:

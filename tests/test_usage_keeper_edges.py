@@ -8,6 +8,8 @@ engine side (which token, renew now) is a small host like the engine's; time is 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,28 @@ from kimi_tray.core.config import Settings
 from kimi_tray.engine.usage import STATUS_USAGE_WAIT, UsageKeeper
 from kimi_tray.kimi.usage_model import Usage
 from kimi_tray.stores.usage_store import UsageStore
+from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage, kimi_reply
 
 NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def usage_server() -> Iterator[FakeKimiUsage]:
+    """The loopback usage server, polling for shutdown often (these tests are run many times)."""
+    server = FakeKimiUsage()
+    server.thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                     daemon=True)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def oauth_server() -> Iterator[FakeKimiOAuth]:
+    """Bound but never serving: these tests refresh nothing, and skip its shutdown wait."""
+    server = FakeKimiOAuth()
+    yield server
+    server.server.server_close()
 REFUSED = "the usage server refused the access token (HTTP 401)"
 
 
