@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kimi_tray.core import logs
 from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
 from kimi_tray.engine import handoff as handoff_module
@@ -139,7 +140,9 @@ def test_a_sync_waits_for_another_hand_off_and_says_so(settings: Settings, home:
     handoff = make(settings, clock)
     other = FileLock(settings.state_dir / OPENCLAW_SYNC_LOCK, timeout=1)
     with other:
+        started = time.monotonic()
         view, restart = handoff.sync(creds, source(settings))
+        assert time.monotonic() - started < 2.0, "waited OPENCLAW_SYNC_WAIT, not a default"
     assert view == OpenClawView("error", "Another kimi-tray was still handing OpenClaw the token "
                                 "after 0.3 s.", "file", checked_at=NOW)
     assert restart == "" and read_json(path)["profiles"] == {}
@@ -322,6 +325,9 @@ def test_a_recheck_that_openclaw_cannot_answer_is_an_error_to_sync_again(
     monkeypatch.setenv("FAKE_OPENCLAW_FAIL", "migration")
     handoff = make(settings, clock, mode="cli")  # a later process: the view comes from the state file
     handoff.next_sync = clock.now() + 500
+    monkeypatch.delenv("FAKE_OPENCLAW_FAIL")
+    make(settings, clock, mode="cli").recheck(creds)  # OpenClaw still holds ours: nothing to do
+    assert Memory(settings.state_dir).state.openclaw.state == "in_sync"
     clock.advance(3)
     handoff.recheck(creds)
     view = Memory(settings.state_dir).state.openclaw
@@ -330,3 +336,31 @@ def test_a_recheck_that_openclaw_cannot_answer_is_an_error_to_sync_again(
     assert view.detail.endswith("requires legacy credential migration; affected providers: kimi-coding; "
                                 "run openclaw doctor --fix.")
     assert handoff.next_sync == 0.0 and handoff.due(creds)
+
+
+def test_a_failed_restart_after_a_sync_with_nothing_to_say_is_the_whole_detail(settings: Settings,
+                                                                              home: Path) -> None:
+    class Quiet(Scripted):
+        restart_after_sync = True
+
+        def sync(self, token: Token, now: float) -> OpenClawView:
+            return OpenClawView("in_sync", "", self.mode, fingerprint(token.access), checked_at=now)
+
+    creds = on_disk(home, "at-1", NOW + 900)
+    handoff = Handoff(settings, FakeClock(NOW), Memory(settings.state_dir), Quiet([]))
+    view, restart = handoff.sync(creds, source(settings))
+    assert restart == "OpenClaw sync is off; there is no gateway to restart."
+    assert view.detail == "gateway restart failed"
+
+
+def test_the_hand_off_leaves_the_kimi_file_as_it_is_and_masks_its_tokens(settings: Settings,
+                                                                        home: Path) -> None:
+    import stat
+
+    write_credentials(kimi_file(home), {"access_token": "at-disk-newer-1234",
+                                        "refresh_token": "rt-disk-newer-1234"}, NOW + 1800)
+    kimi_file(home).chmod(0o644)  # the Kimi CLI's business (the renewal fixes it under its lock)
+    mine = Credentials("at-given", "rt-given", NOW + 900, 900)
+    assert newest_on_disk(mine, source(settings)).access_token == "at-disk-newer-1234"
+    assert stat.S_IMODE(kimi_file(home).stat().st_mode) == 0o644
+    assert logs.redact("at-disk-newer-1234 rt-disk-newer-1234") == "[redacted] [redacted]"

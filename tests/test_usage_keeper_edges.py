@@ -291,6 +291,7 @@ def test_a_bad_server_address_is_a_failure_not_a_crash(keeper_settings: Settings
     keeper.step(Host(usage_server), NOW, None)
     assert keeper.usage is not None and "uses plain http" in keeper.usage.error
     assert keeper.usage.checked_at == NOW and keeper.policy.failures == 1 and usage_server.count == 0
+    assert keeper.usage.stale_after == 360 and keeper.usage.fetched_at is None
 
 
 def test_a_slow_answer_does_not_hold_the_step_and_is_taken_later(keeper_settings: Settings, home: Path,
@@ -471,3 +472,10 @@ def test_a_bug_in_the_usage_client_is_a_failure_with_its_kind(keeper_settings: S
     usage = keeper.fetch_now(Host(usage_server))
     assert usage is not None and usage.error == "unexpected error (RuntimeError)"
     assert keeper.policy.failures == 1
+
+
+def test_a_fetch_without_a_token_asks_nothing(keeper_settings: Settings, home: Path,
+                                              usage_server: FakeKimiUsage) -> None:
+    keeper = make(keeper_settings, FakeClock(NOW), home)
+    assert keeper.fetch_now(Host(usage_server, token=None)) is None
+    assert usage_server.count == 0 and keeper.policy.failures == 0
