@@ -144,6 +144,7 @@ def test_force_refreshes_a_fresh_token_and_saves_what_the_server_said(settings: 
     assert saved["refresh_token"] == creds.refresh_token != old["refresh_token"]
     assert saved["access_token"] == creds.access_token != old["access_token"]
     state = Memory(settings.state_dir).state  # what the next process reads
+    assert state == renewal.memory.state
     assert state.last_renewal == NOW and state.inflight_refresh_fp == "" and state.dead_refresh_fp == ""
     assert renewal.last_refresh_mono == clock.monotonic()
 
@@ -158,6 +159,7 @@ def test_a_new_token_forgets_a_dead_one_remembered_before(settings: Settings, ho
     renewal.memory.save()
     assert renewal.refresh_once()[1]
     state = Memory(settings.state_dir).state
+    assert state == renewal.memory.state
     assert state.dead_refresh_fp == "" and state.dead_reason == ""
 
 
@@ -172,6 +174,7 @@ def test_a_rejected_refresh_token_is_remembered_as_dead(settings: Settings, home
         renewal.refresh_once()
     assert str(caught.value) == "The Kimi refresh token was rejected. A new login is needed."
     state = Memory(settings.state_dir).state
+    assert state == renewal.memory.state
     assert state.dead_refresh_fp == fingerprint(tokens["refresh_token"])
     assert state.dead_reason == "The Kimi refresh token was rejected."
     assert state.inflight_refresh_fp == ""
@@ -185,9 +188,12 @@ def test_a_rejection_after_an_interrupted_attempt_says_the_answer_may_be_lost(
     oauth_server.revoke_all()
     renewal = make(settings, clock)
     renewal.memory.state.inflight_refresh_fp = fingerprint(tokens["refresh_token"])  # a crash mid-request
-    with pytest.raises(LoginNeeded, match=r"An earlier attempt with it timed out or was interrupted "
-                                          r"after reaching the server.*A new login is needed\.$"):
+    with pytest.raises(LoginNeeded) as caught:
         renewal.refresh_once()
+    assert str(caught.value) == (
+        "The Kimi refresh token was rejected. An earlier attempt with it timed out or was interrupted "
+        "after reaching the server, which may have accepted it and rotated the token; its answer was "
+        "lost. A new login is needed.")
     state = Memory(settings.state_dir).state
     assert state.dead_reason.startswith("The Kimi refresh token was rejected. An earlier attempt")
     assert state.inflight_refresh_fp == ""
@@ -220,17 +226,23 @@ class RotatingMeanwhile(OAuthClient):
     """Another program renews with our refresh token just before our request reaches the server
     (it writes the file without the Kimi lock, as an old Kimi CLI might)."""
 
-    def __init__(self, server: FakeKimiOAuth, home: Path, expires_at: float) -> None:
+    def __init__(self, server: FakeKimiOAuth, home: Path, expires_at: float, lifetime: float = 900,
+                 then: tuple[str, ...] = ()) -> None:
         super().__init__(server.url, "17e5f671-d194-4dfb-9706-5516cb48c098", {})
-        self.server, self.home, self.expires_at = server, home, expires_at
+        self.server, self.home, self.expires_at, self.lifetime = server, home, expires_at, lifetime
+        self.then = then  # faults for the requests after ours
         self.theirs: dict | None = None
 
     def refresh(self, refresh_token, timeout=None) -> TokenResponse:  # type: ignore[no-untyped-def]
-        if self.theirs is None:
-            self.server.valid_refresh.discard(refresh_token)
-            self.theirs = self.server.issue()
-            write_credentials(kimi_file(self.home), self.theirs, self.expires_at)
-        return super().refresh(refresh_token, timeout)
+        if self.theirs is not None:
+            return super().refresh(refresh_token, timeout)
+        self.server.valid_refresh.discard(refresh_token)
+        self.theirs = self.server.issue()
+        write_credentials(kimi_file(self.home), self.theirs, self.expires_at, expires_in=self.lifetime)
+        try:
+            return super().refresh(refresh_token, timeout)
+        finally:
+            self.server.fail_next(*self.then)
 
 
 def test_a_token_another_program_rotated_meanwhile_is_used_when_fresh(
@@ -357,8 +369,9 @@ def test_no_attempt_starts_with_less_than_a_second_left(settings: Settings, home
     clock = FakeClock(NOW)
     login(oauth_server, home, NOW + 10)
     renewal = make(settings, clock)
-    with pytest.raises(TransientError, match="No time was left for another attempt"):
+    with pytest.raises(TransientError) as caught:
         renewal.refresh_once(deadline=clock.monotonic() + 0.99)
+    assert str(caught.value) == "No time was left for another attempt."
     assert oauth_server.refresh_calls == 0
     assert renewal.refresh_once(deadline=clock.monotonic() + 1.0)[1]
 
@@ -404,8 +417,8 @@ def test_a_kept_token_older_than_the_file_is_dropped(settings: Settings, home: P
 def test_a_token_the_disk_refuses_is_kept_and_put_in_place_later(settings: Settings, home: Path,
                                                                  oauth_server: FakeKimiOAuth) -> None:
     clock = FakeClock(NOW)
-    login(oauth_server, home, NOW + 10)
-    cred = kimi_file(home)
+    cred = write_credentials(kimi_file(home), oauth_server.issue(), NOW + 10, scope="old-scope",
+                             token_type="Old")
     renewal = make(settings, clock)
     stack = contextlib.ExitStack()
     oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
@@ -418,6 +431,8 @@ def test_a_token_the_disk_refuses_is_kept_and_put_in_place_later(settings: Setti
         assert message.startswith("The new token is not saved yet: ")
         assert f"It is kept in {recovery} and is put in place" in message
         assert renewal.pending is not None and renewal.pending.expires_at == NOW + 900
+        assert message.startswith(f"The new token is not saved yet: {renewal.pending.reason} It is kept")
+        assert renewal.pending.reason.startswith("Could not ")
         issued = oauth_server.rotations[-1]["refresh_token"]
         assert renewal.pending.refresh_token == issued
         on_disk = read_recovery(recovery)
@@ -429,6 +444,7 @@ def test_a_token_the_disk_refuses_is_kept_and_put_in_place_later(settings: Setti
     creds, renewed = renewal.refresh_once()
     assert renewed and creds.refresh_token == issued == read_json(cred)["refresh_token"]
     assert read_json(cred)["expires_at"] == NOW + 900, "the expiry the server gave, not a new one"
+    assert (read_json(cred)["scope"], read_json(cred)["token_type"]) == ("kimi-code", "Bearer")
     assert oauth_server.successful_refreshes == 1 and not recovery.exists()
 
 
@@ -447,7 +463,8 @@ def test_a_slow_answer_is_waited_for_outside_the_lock_and_saved(settings: Settin
 def test_a_late_answer_is_kept_and_the_token_is_not_sent_again(settings: Settings, home: Path,
                                                                oauth_server: FakeKimiOAuth) -> None:
     clock = FakeClock(NOW)
-    login(oauth_server, home, NOW + 10)
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 10, scope="old-scope", token_type="Old")
+    oauth_server.lifetime = 600
     oauth_server.fail_next("late:1.5")
     woken: list[bool] = []
     renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=0.4), clock,
@@ -465,10 +482,14 @@ def test_a_late_answer_is_kept_and_the_token_is_not_sent_again(settings: Setting
     issued = oauth_server.rotations[-1]["refresh_token"]
     assert renewal.pending is not None and renewal.pending.refresh_token == issued
     assert renewal.pending.reason == "Its answer came after kimi-tray had stopped waiting."
+    assert logs.redact(f"{renewal.pending.access_token} {issued}") == "[redacted] [redacted]"
     creds, renewed = renewal.refresh_once()
     assert renewed and creds.refresh_token == issued == read_json(kimi_file(home))["refresh_token"]
     assert oauth_server.refresh_calls == 1 and oauth_server.reused == []
     assert not recovery.exists()
+    saved = read_json(kimi_file(home))
+    assert (saved["expires_in"], saved["scope"], saved["token_type"]) == (600, "kimi-code", "Bearer")
+    assert saved["expires_at"] == NOW + 600
 
 
 def test_a_late_answer_saved_after_a_newer_login_keeps_the_login(settings: Settings, home: Path,
@@ -521,17 +542,19 @@ def test_a_slow_answer_that_cannot_get_the_lock_back_is_kept(settings: Settings,
     other = kimi_lock(home)
     oauth_server.fail_next("late:0.8")
     oauth_server.on_rotate = lambda: threading.Timer(0.3, other.acquire).start()
-    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=5.0, lock_timeout=0.2),
+    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=5.0, lock_timeout=5.0),
                    clock)
+    started = time.monotonic()
     try:
         with pytest.raises(LocalFileError) as caught:
-            renewal.refresh_once()
+            renewal.refresh_once(deadline=clock.monotonic() + 1.5)  # the lock is waited for 1.5 s, not 5
+        assert time.monotonic() - started < 4.0
     finally:
         assert wait_for(lambda: other._fd is not None)
         other.release()
     message = str(caught.value)
     assert message.startswith("The new token is not saved yet: Another program held ")
-    assert "for more than 0.2 s, so the new token could not be written under it. It is kept in" in message
+    assert "for more than 1.5 s, so the new token could not be written under it. It is kept in" in message
     issued = oauth_server.rotations[-1]["refresh_token"]
     assert renewal.pending is not None and renewal.pending.refresh_token == issued
     creds, renewed = renewal.refresh_once()
@@ -698,3 +721,59 @@ def test_a_disk_filling_up_during_the_request_cannot_stop_the_save(settings: Set
         saved = read_json(cred)
         assert renewed and saved["refresh_token"] == creds.refresh_token in oauth_server.valid_refresh
         assert saved["foreign"] == "kept"
+
+
+def test_a_token_rotated_meanwhile_is_due_by_its_own_lifetime(settings: Settings, home: Path,
+                                                              oauth_server: FakeKimiOAuth) -> None:
+    """Their 1-hour token with 1000 s left is due (half of 3600 s), though a 900 s one would not be."""
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    client = RotatingMeanwhile(oauth_server, home, NOW + 1000, lifetime=3600)
+    creds, renewed = make(settings, clock, oauth=client).refresh_once()
+    assert renewed and oauth_server.successful_refreshes == 1
+
+
+def test_a_token_rotated_meanwhile_and_rejected_too_is_dead(settings: Settings, home: Path,
+                                                            oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    client = RotatingMeanwhile(oauth_server, home, NOW + 100, then=("401",))
+    renewal = make(settings, clock, oauth=client)
+    with pytest.raises(LoginNeeded):
+        renewal.refresh_once()
+    assert client.theirs is not None
+    assert renewal.memory.state.dead_refresh_fp == fingerprint(client.theirs["refresh_token"])
+
+
+def test_a_slow_answer_for_a_token_rotated_meanwhile_is_kept_late(settings: Settings, home: Path,
+                                                                   oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    client = RotatingMeanwhile(oauth_server, home, NOW + 100, then=("late:1.2",))
+    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=0.4), clock, oauth=client)
+    with pytest.raises(TransientError) as caught:
+        renewal.refresh_once()
+    assert str(caught.value) == f"The Kimi OAuth server at {oauth_server.url} did not answer in time."
+    assert caught.value.slow and caught.value.maybe_sent
+    with pytest.raises(TransientError, match="An earlier refresh is still waiting"):
+        renewal.refresh_once()
+    creds, renewed = renewal.refresh_once(deadline=clock.monotonic() + 10)
+    assert renewed and creds.refresh_token == oauth_server.rotations[-1]["refresh_token"]
+    assert oauth_server.reused == []
+
+
+def test_a_slow_answer_the_file_already_holds_is_saved_as_ours(settings: Settings, home: Path,
+                                                               oauth_server: FakeKimiOAuth) -> None:
+    """Another kimi-tray saved this very answer meanwhile: it is ours, not a new login."""
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+
+    def saved_elsewhere() -> None:
+        access, refresh = oauth_server.issued[-2:]
+        write_credentials(kimi_file(home), {"access_token": access, "refresh_token": refresh}, NOW + 900)
+
+    oauth_server.fail_next("late:0.5")
+    oauth_server.on_rotate = saved_elsewhere
+    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=5.0), clock)
+    creds, renewed = renewal.refresh_once()
+    assert renewed and creds.refresh_token == oauth_server.rotations[-1]["refresh_token"]
