@@ -707,15 +707,20 @@ def test_renew_waits_for_the_kimi_lock_within_its_own_limit(settings: Settings, 
     assert sleep.delays == [] and oauth_server.refresh_calls == 0
 
 
+@pytest.mark.parametrize("answer", ["at once", "outside the lock"])
 def test_a_disk_filling_up_during_the_request_cannot_stop_the_save(settings: Settings, tmp_path: Path,
-                                                                   oauth_server: FakeKimiOAuth) -> None:
+                                                                   oauth_server: FakeKimiOAuth,
+                                                                   answer: str) -> None:
     """The space was reserved before the request: the answer still fits afterwards."""
     share = tmp_path / "share"
     with small_tmpfs(share):
         cred = share / "credentials" / "kimi-code.json"
         write_credentials(cred, oauth_server.issue(), NOW + 10, foreign="kept")
         oauth_server.on_rotate = lambda: fill_up(share)
-        renewal = make(settings.with_overrides(kimi_share_dir=share), FakeClock(NOW))
+        if answer == "outside the lock":
+            oauth_server.fail_next("late:0.4")
+        renewal = make(settings.with_overrides(kimi_share_dir=share, locked_http_timeout=0.1,
+                                               http_timeout=5.0), FakeClock(NOW))
         creds, renewed = renewal.refresh_once()
         assert (share / "filler").exists()
         saved = read_json(cred)
@@ -777,3 +782,14 @@ def test_a_slow_answer_the_file_already_holds_is_saved_as_ours(settings: Setting
     renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=5.0), clock)
     creds, renewed = renewal.refresh_once()
     assert renewed and creds.refresh_token == oauth_server.rotations[-1]["refresh_token"]
+
+
+def test_no_credential_file_needs_a_login_and_a_read_token_is_masked(settings: Settings, home: Path,
+                                                                     oauth_server: FakeKimiOAuth) -> None:
+    renewal = make(settings, FakeClock(NOW))
+    with pytest.raises(LoginNeeded) as caught:
+        renewal.refresh_once()
+    assert str(caught.value) == f"No Kimi credentials at {kimi_file(home)}."
+    tokens = login(oauth_server, home, NOW + 800)
+    assert renewal.refresh_once()[1] is False
+    assert logs.redact(f"{tokens['access_token']} {tokens['refresh_token']}") == "[redacted] [redacted]"
