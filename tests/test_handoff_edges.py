@@ -106,7 +106,8 @@ def test_a_sync_hands_over_the_token_and_its_expiry_then_restarts_the_gateway(
 
 def test_a_failed_gateway_restart_is_in_the_view_and_the_message(settings: Settings, home: Path,
                                                                   calls_log: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("FAKE_OPENCLAW_FAIL", "restart")
     clock = FakeClock(NOW)
     profiles_file(settings)
@@ -117,10 +118,12 @@ def test_a_failed_gateway_restart_is_in_the_view_and_the_message(settings: Setti
     assert view.state == "in_sync" and view.token_fp == fingerprint("at-1")
     assert view.detail == "1 agent file(s) hold the current token; gateway restart failed"
     assert Memory(settings.state_dir).state.openclaw.detail == view.detail
+    assert ("WARNING", restart) in [(r.levelname, r.getMessage()) for r in caplog.records], "and in the log"
 
 
 def test_a_sync_that_fails_reports_why_and_restarts_nothing(settings: Settings, home: Path,
-                                                            calls_log: Path) -> None:
+                                                            calls_log: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock(NOW)
     creds = on_disk(home, "at-1", NOW + 900)  # no agent directory
     view, restart = make(settings, clock).sync(creds, source(settings))
@@ -129,6 +132,8 @@ def test_a_sync_that_fails_reports_why_and_restarts_nothing(settings: Settings, 
                                 "file", checked_at=NOW)
     assert restart == "" and restarts(calls_log) == 0
     assert Memory(settings.state_dir).state.openclaw == view
+    assert ("WARNING", f"OpenClaw sync failed: {view.detail}") in [(r.levelname, r.getMessage())
+                                                                    for r in caplog.records]
 
 
 def test_a_sync_waits_for_another_hand_off_and_says_so(settings: Settings, home: Path, calls_log: Path,
@@ -254,7 +259,9 @@ def test_an_inactive_target_needs_one_sync_to_say_it_is_off(settings: Settings, 
 
 
 def test_a_copy_rewritten_outside_kimi_tray_is_handed_over_again(settings: Settings, home: Path,
-                                                                 calls_log: Path) -> None:
+                                                                 calls_log: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="kimi_tray.engine.handoff")
     clock = FakeClock(NOW)
     path = profiles_file(settings)
     creds = on_disk(home, "at-1", NOW + 900)
@@ -274,6 +281,8 @@ def test_a_copy_rewritten_outside_kimi_tray_is_handed_over_again(settings: Setti
     view = Memory(settings.state_dir).state.openclaw
     assert view.state == "stale" and view.detail == "OpenClaw holds an older Kimi token."
     assert view.checked_at == NOW + 7 and handoff.next_sync == 0.0 and handoff.due(creds)
+    assert ("INFO", "OpenClaw's copy changed outside kimi-tray (OpenClaw holds an older Kimi token.); "
+            "handing the token over again.") in [(r.levelname, r.getMessage()) for r in caplog.records]
 
     handoff.next_sync = NOW + 500
     handoff.recheck(creds)  # already known to be stale: no second look
