@@ -793,3 +793,40 @@ def test_no_credential_file_needs_a_login_and_a_read_token_is_masked(settings: S
     tokens = login(oauth_server, home, NOW + 800)
     assert renewal.refresh_once()[1] is False
     assert logs.redact(f"{tokens['access_token']} {tokens['refresh_token']}") == "[redacted] [redacted]"
+
+
+def test_a_file_without_a_refresh_token_needs_a_login(settings: Settings, home: Path,
+                                                      oauth_server: FakeKimiOAuth) -> None:
+    write_credentials(kimi_file(home), {"access_token": "at-only", "refresh_token": ""}, NOW + 800)
+    with pytest.raises(LoginNeeded) as caught:
+        make(settings, FakeClock(NOW)).refresh_once()
+    assert str(caught.value) == f"{kimi_file(home)} holds no refresh token; a new login is needed."
+    assert oauth_server.refresh_calls == 0
+
+
+def test_a_kept_token_the_file_already_holds_is_still_this_renewal(settings: Settings, home: Path,
+                                                                   oauth_server: FakeKimiOAuth) -> None:
+    """Another kimi-tray put the kept token in place already (the replaced token's mark differs)."""
+    clock = FakeClock(NOW)
+    new = login(oauth_server, home, NOW + 900)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / RECOVERY_FILE).write_bytes(kept(new, "rt-unknown").to_json())
+    creds, renewed = make(settings, clock).refresh_once()
+    assert renewed and creds.refresh_token == new["refresh_token"]
+    assert not (settings.state_dir / RECOVERY_FILE).exists()
+
+
+def test_a_kept_token_the_disk_still_refuses_says_why_now(settings: Settings, home: Path,
+                                                          oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    old = login(oauth_server, home, NOW + 10)
+    new = oauth_server.issue()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / RECOVERY_FILE).write_bytes(kept(new, old["refresh_token"]).to_json())
+    renewal = make(settings, clock)
+    with immutable(kimi_file(home)), pytest.raises(LocalFileError) as caught:
+        renewal.refresh_once()
+    assert renewal.pending is not None and renewal.pending.reason != "disk full"
+    assert renewal.pending.reason.startswith(f"{kimi_file(home)} is immutable")
+    assert str(caught.value).startswith(f"The new token is not saved yet: {renewal.pending.reason} ")
+    assert oauth_server.refresh_calls == 0

@@ -479,3 +479,14 @@ def test_a_fetch_without_a_token_asks_nothing(keeper_settings: Settings, home: P
     keeper = make(keeper_settings, FakeClock(NOW), home)
     assert keeper.fetch_now(Host(usage_server, token=None)) is None
     assert usage_server.count == 0 and keeper.policy.failures == 0
+
+
+def test_a_token_renewed_while_asking_and_refused_too_is_not_renewed_again(
+        keeper_settings: Settings, home: Path, usage_server: FakeKimiUsage) -> None:
+    usage_server.rejected_tokens = {"at-1", "at-9"}
+    keeper = make(keeper_settings, FakeClock(NOW), home)
+    keeper.watch()
+    host = Host(usage_server, renewed_meanwhile="at-9")
+    keeper.step(host, NOW, None)
+    assert sent(usage_server) == ["at-1", "at-9"] and host.renewals == 0
+    assert keeper.usage is not None and keeper.usage.error == REFUSED
