@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.core import logs
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
 from kimi_tray.engine import handoff as handoff_module
 from kimi_tray.engine.handoff import OPENCLAW_SYNC_LOCK, Handoff, newest_on_disk
@@ -27,6 +26,7 @@ from kimi_tray.stores.openclaw.base import Token
 from kimi_tray.stores.openclaw.off_target import OffTarget
 from kimi_tray.stores.state import OpenClawView, fingerprint
 from tests.conftest import kimi_file, read_json, write_credentials
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage
 

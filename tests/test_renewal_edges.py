@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.core import logs
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import LocalFileError, LockTimeout, LoginNeeded, TransientError
 from kimi_tray.engine.memory import Memory
@@ -35,6 +34,7 @@ from kimi_tray.kimi.oauth import OAuthClient, TokenResponse
 from kimi_tray.stores.fileio import FileLock
 from kimi_tray.stores.state import fingerprint
 from tests.conftest import fill_up, kimi_file, read_json, small_tmpfs, wait_for, write_credentials
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage
 from tests.test_token_safety import immutable

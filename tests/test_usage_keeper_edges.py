@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.core.clock import FakeClock
 from kimi_tray.core.config import Settings
+from kimi_tray.core.usage import Usage
 from kimi_tray.engine.usage import STATUS_USAGE_WAIT, UsageKeeper
-from kimi_tray.kimi.usage_model import Usage
 from kimi_tray.stores.usage_store import UsageStore
+from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.support.usage_server import FakeKimiUsage, kimi_reply
 
