@@ -145,11 +145,8 @@ def write_fake_openclaw(bin_dir: Path) -> Path:
     return script
 
 
-@pytest.fixture
-def env(home: Path, oauth_server: FakeKimiOAuth, usage_server: FakeKimiUsage,
-        tmp_path: Path) -> dict[str, str]:
-    """An environment for kimi-tray subprocesses: temp HOME, loopback OAuth and usage endpoint,
-    fake openclaw on PATH."""
+def local_env(home: Path, tmp_path: Path) -> dict[str, str]:
+    """A temp HOME with the stand-in openclaw first on PATH: what every test environment shares."""
     bin_dir = tmp_path / "bin"
     write_fake_openclaw(bin_dir)
     return {
@@ -159,24 +156,39 @@ def env(home: Path, oauth_server: FakeKimiOAuth, usage_server: FakeKimiUsage,
         "XDG_STATE_HOME": str(home / ".local" / "state"),
         "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "FAKE_OPENCLAW_LOG": str(tmp_path / "openclaw-calls.jsonl"),
+        "LANG": "C.UTF-8",
+    }
+
+
+def settings_for(env: dict[str, str], tmp_path: Path) -> Settings:
+    """Settings as a kimi-tray started with `env` loads them, our files under its HOME."""
+    home = Path(env["HOME"])
+    return load_settings(env).with_overrides(
+        state_dir=home / ".local" / "state" / "kimi-tray",
+        log_dir=home / ".local" / "state" / "kimi-tray" / "log",
+        openclaw_command=(str(tmp_path / "bin" / "openclaw"),),
+    )
+
+
+@pytest.fixture
+def env(home: Path, oauth_server: FakeKimiOAuth, usage_server: FakeKimiUsage,
+        tmp_path: Path) -> dict[str, str]:
+    """An environment for kimi-tray subprocesses: temp HOME, loopback OAuth and usage endpoint,
+    fake openclaw on PATH."""
+    return {
+        **local_env(home, tmp_path),
         "KIMI_CODE_OAUTH_HOST": oauth_server.url,
         "KIMI_CODE_BASE_URL": usage_server.url,
-        "FAKE_OPENCLAW_LOG": str(tmp_path / "openclaw-calls.jsonl"),
         "PYTHONPATH": str(ROOT),
-        "LANG": "C.UTF-8",
         "KIMI_TRAY_NO_NETWORK_CHECK": "1",  # doctor connects to loopback hosts only
         **mutation.child_env(ROOT),  # under mutation testing: the child runs the same mutant
     }
 
 
 @pytest.fixture
-def settings(env: dict[str, str], home: Path, tmp_path: Path) -> Settings:
-    loaded = load_settings(env)
-    return loaded.with_overrides(
-        state_dir=home / ".local" / "state" / "kimi-tray",
-        log_dir=home / ".local" / "state" / "kimi-tray" / "log",
-        openclaw_command=(str(tmp_path / "bin" / "openclaw"),),
-    )
+def settings(env: dict[str, str], tmp_path: Path) -> Settings:
+    return settings_for(env, tmp_path)
 
 
 def write_credentials(path: Path, tokens: dict, expires_at: float, **extra: object) -> Path:

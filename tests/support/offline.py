@@ -4,33 +4,20 @@ testing would pay for every mutant)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from kimi_tray.core.config import Settings, load_settings
+from kimi_tray.core.config import Settings
 
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
-    from tests.conftest import write_fake_openclaw
+    from tests.conftest import local_env
 
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    bin_dir = tmp_path / "bin"
-    write_fake_openclaw(bin_dir)
-    return {
-        "HOME": str(home),
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "FAKE_OPENCLAW_LOG": str(tmp_path / "openclaw-calls.jsonl"),
-        "LANG": "C.UTF-8",
-    }
+    return local_env(home, tmp_path)
 
 
 def offline_settings(env: dict[str, str], tmp_path: Path) -> Settings:
-    home = Path(env["HOME"])
-    return load_settings(env).with_overrides(
-        state_dir=home / ".local" / "state" / "kimi-tray",
-        log_dir=home / ".local" / "state" / "kimi-tray" / "log",
-        openclaw_command=(str(tmp_path / "bin" / "openclaw"),),
-    )
+    from tests.conftest import settings_for
+
+    return settings_for(env, tmp_path)
