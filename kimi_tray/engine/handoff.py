@@ -106,7 +106,7 @@ class Handoff(Owned):
         """The loop's hand-off: when OpenClaw lacks the token and no retry wait is running.
         OpenClaw trouble rarely fixes itself in seconds (not installed, broken config): retry
         every 30 s doubling to 10 minutes."""
-        if self.clock.now() < self.next_sync or not self.needs_sync(creds):
+        if not self.due(creds):
             return
         view, _ = self.sync(creds, source)
         if view.state in ("error", "stale", "missing"):
@@ -117,6 +117,7 @@ class Handoff(Owned):
             self._sync_failures = 0
 
     def due(self, creds: Credentials) -> bool:
+        """OpenClaw lacks this token and no retry wait is running."""
         return self.clock.now() >= self.next_sync and self.needs_sync(creds)
 
     def recheck(self, creds: Credentials | None) -> None:
