@@ -58,3 +58,28 @@ def test_the_redaction_set_has_a_hard_cap() -> None:
     assert "secret-000000" not in logs._secrets  # the least recently seen went first
     assert f"secret-{logs.MAX_SECRETS + 9:06d}" in logs._secrets
     logs._secrets.clear()
+
+
+def test_the_log_rotates_past_its_size_keeping_three_private_old_files(tmp_path: Path) -> None:
+    from kimi_tray.core.logs import PrivateRotatingFileHandler
+
+    path = tmp_path / "kimi-tray.log"
+    handler = PrivateRotatingFileHandler(path, max_bytes=200, backups=3)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("rotation-test")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for number in range(20):  # 20 lines of 50 bytes: 1000 bytes through a 200-byte log
+            logger.warning("line %02d %s", number, "x" * 41)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["kimi-tray.log", "kimi-tray.log.1", "kimi-tray.log.2",
+                                       "kimi-tray.log.3"]
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    assert all(f.stat().st_size <= 200 for f in files)
+    kept = [line for f in reversed(files) for line in f.read_text().splitlines()]
+    assert [int(line.split()[1]) for line in kept] == list(range(20 - len(kept), 20))  # none cut
+    assert len(kept) == 16  # four files of four whole lines: the oldest four are gone

@@ -339,7 +339,10 @@ def run_daemon(settings: Settings, args: argparse.Namespace) -> int:
               "only one may renew the token.", file=sys.stderr)
         return EXIT_FAIL
     log_path = setup_logging(settings.log_dir, to_stderr=True, verbose=args.verbose)
-    engine = _engine(settings)
+    from kimi_tray.engine.http_child import child_exchanges
+    from kimi_tray.engine.scheduler import Engine
+
+    engine = Engine(settings, exchange=child_exchanges(settings.state_dir))
     handle = engine.handle()
     from kimi_tray.cli.daemon import DaemonReporter
 

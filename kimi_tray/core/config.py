@@ -14,11 +14,6 @@ import platformdirs
 
 from kimi_tray.core.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 APP_NAME = "kimi-tray"
 DEFAULT_OAUTH_HOST = "https://auth.kimi.com"
 KIMI_CLIENT_ID = "17e5f671-d194-4dfb-9706-5516cb48c098"
@@ -118,6 +113,10 @@ def load_settings(env: dict[str, str] | None = None, read_config_file: bool = Tr
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):  # imported only when there is a file to read (1.5 MiB)
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import logging.handlers
 import os
 import re
 import threading
@@ -59,14 +58,46 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """The log names files and accounts: the log file and its rotations are mode 0600."""
+class PrivateRotatingFileHandler(logging.FileHandler):
+    """The log, moved to .1, .2 ... when it would grow past `max_bytes`; every file mode 0600
+    (it names files and accounts).
+
+    Not `logging.handlers.RotatingFileHandler`: that module brings pickle and socket for its
+    network handlers, about 1 MiB of the tray's and the daemon's memory for good.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.max_bytes = max_bytes
+        self.backups = backups
+        super().__init__(path, encoding="utf-8")
 
     def _open(self):  # type: ignore[no-untyped-def]
         with contextlib.suppress(OSError):
             os.close(os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
             os.chmod(self.baseFilename, 0o600)
         return super()._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.stream is not None and self.stream.tell() + len(self.format(record)) + 1 > self.max_bytes:
+                self._rotate()
+        except Exception:  # as logging's own handlers do: a log that fails must not stop the app
+            self.handleError(record)
+            return
+        super().emit(record)
+
+    def _rotate(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        self.stream = None  # FileHandler reopens it at the next emit
+        for number in range(self.backups - 1, 0, -1):
+            older = f"{self.baseFilename}.{number}"
+            if os.path.exists(older):
+                os.replace(older, f"{self.baseFilename}.{number + 1}")
+        if self.backups > 0:
+            os.replace(self.baseFilename, f"{self.baseFilename}.1")
+        else:
+            os.truncate(self.baseFilename, 0)
 
 
 def log_file(log_dir: Path) -> Path:
@@ -89,9 +120,7 @@ def setup_logging(log_dir: Path | None, to_stderr: bool, verbose: bool = False) 
 
             ensure_private_dir(log_dir, tighten=True)
             path = log_file(log_dir)
-            handler: logging.Handler = PrivateRotatingFileHandler(
-                path, maxBytes=1_000_000, backupCount=3, encoding="utf-8"
-            )
+            handler: logging.Handler = PrivateRotatingFileHandler(path, max_bytes=1_000_000, backups=3)
             handler.setFormatter(formatter)
             handler.addFilter(redactor)
             root.addHandler(handler)

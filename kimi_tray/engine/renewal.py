@@ -38,9 +38,8 @@ from kimi_tray.stores.fileio import PreparedWrite
 from kimi_tray.stores.state import fingerprint
 
 if TYPE_CHECKING:
-    import httpx
-
-    from kimi_tray.kimi.oauth import OAuthClient, TokenResponse
+    from kimi_tray.kimi.exchange import Exchange
+    from kimi_tray.kimi.oauth import OAuthClient, Timeouts, TokenResponse
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +96,11 @@ class Renewal(Owned):
 
     def __init__(self, settings: Settings, clock: Clock, memory: Memory,
                  oauth: OAuthClient | None = None, source: CredentialSource | None = None,
-                 wake: Callable[[], None] = lambda: None) -> None:
+                 wake: Callable[[], None] = lambda: None,
+                 exchange: Callable[[], Exchange] | None = None) -> None:
+        """exchange: makes what carries the HTTP requests out (default: httpx in this process)."""
         self.settings = settings
+        self._new_exchange = exchange
         self.clock = clock
         self.memory = memory
         self.fixed_source = source is not None
@@ -126,7 +128,8 @@ class Renewal(Owned):
 
             headers = device_headers(device_id(self.source.home))
             self._oauth = OAuthClient(self.settings.oauth_host, self.settings.client_id, headers,
-                                      timeout=self.settings.http_timeout, now=self.clock.now)
+                                      timeout=self.settings.http_timeout, now=self.clock.now,
+                                      exchange=self._new_exchange() if self._new_exchange else None)
         return self._oauth
 
     def reselect_source(self) -> CredentialSource:
@@ -285,14 +288,14 @@ class Renewal(Owned):
     def _late_wait(self) -> float:
         return max(LATE_ANSWER_WAIT, 4 * self.settings.http_timeout)
 
-    def _timeout(self, deadline: float | None) -> httpx.Timeout:
+    def _timeout(self, deadline: float | None) -> Timeouts:
         """httpx's own limits (per connect and per read) for a request on its thread. The caller
         bounds the whole request itself; these only end a thread nobody waits for any more, so
         they are long: an answer that comes late still carries the rotated token."""
-        import httpx
+        from kimi_tray.kimi.oauth import Timeouts
 
         connect = min(LOCKED_CONNECT_TIMEOUT, self._request_time(deadline))
-        return httpx.Timeout(self._late_wait(), connect=connect)
+        return Timeouts(connect=connect, read=self._late_wait())
 
     def _finish_rereading(self, call: RefreshCall, creds: Credentials,
                           deadline: float | None) -> tuple[TokenResponse | None, Credentials]:
@@ -350,7 +353,7 @@ class Renewal(Owned):
         self.last_refresh_mono = self.clock.monotonic()
         self.memory.save()
 
-    def _send(self, refresh_token: str, timeout: httpx.Timeout) -> RefreshCall:
+    def _send(self, refresh_token: str, timeout: Timeouts) -> RefreshCall:
         """Start one request. The token is marked in flight first: if we die or stop waiting
         before the answer is saved, a later rejection can say this attempt may have been accepted."""
         state = self.memory.state

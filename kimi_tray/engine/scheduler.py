@@ -64,6 +64,7 @@ from kimi_tray.stores.openclaw import OpenClawTarget
 from kimi_tray.stores.state import OpenClawView, fingerprint
 
 if TYPE_CHECKING:
+    from kimi_tray.kimi.exchange import Exchange
     from kimi_tray.kimi.oauth import OAuthClient
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,11 @@ class Engine(Owned):
         source: CredentialSource | None = None,
         rng: Callable[[], float] = random.random,
         routine: bool = True,
+        exchange: Callable[[], Exchange] | None = None,
     ) -> None:
         """routine: renew, hand off and fetch usage when due; False for `kimi-tray login`, whose
-        engine only runs the login and its hand-off."""
+        engine only runs the login and its hand-off. exchange: makes what carries the HTTP
+        requests out (default: httpx in this process; the daemon and the tray use child processes)."""
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.rng = rng
@@ -108,10 +111,11 @@ class Engine(Owned):
         self._listeners: list[Listener] = []
         self._thread = threading.Thread(target=self.run, name=THREAD_NAME, daemon=True)
         self.memory = Memory(settings.state_dir)
-        self.renewal = Renewal(settings, self.clock, self.memory, oauth, source, wake=self._wake.set)
+        self.renewal = Renewal(settings, self.clock, self.memory, oauth, source, wake=self._wake.set,
+                               exchange=exchange)
         self.handoff = Handoff(settings, self.clock, self.memory, target)
         self.usage = UsageKeeper(settings, self.clock, lambda: self.renewal.source.home, self._wake.set,
-                                 self.memory.state.last_renewal)
+                                 self.memory.state.last_renewal, exchange)
         with contextlib.suppress(LocalFileError):
             ensure_private_dir(settings.state_dir, tighten=True)
         self._creds: Credentials | None = None

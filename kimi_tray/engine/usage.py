@@ -24,6 +24,7 @@ from kimi_tray.stores.usage_store import UsageStore
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from kimi_tray.kimi.exchange import Exchange
     from kimi_tray.kimi.usage_client import UsageClient
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,10 @@ def _unexpected_usage_error(exc: Exception) -> KimiTrayError:
 
 class UsageKeeper(Owned):
     def __init__(self, settings: Settings, clock: Clock, kimi_home: Callable[[], Path],
-                 wake: Callable[[], None], last_renewal: float | None) -> None:
+                 wake: Callable[[], None], last_renewal: float | None,
+                 exchange: Callable[[], Exchange] | None = None) -> None:
         self.settings = settings
+        self._new_exchange = exchange
         self.clock = clock
         self._kimi_home = kimi_home
         self._wake = wake
@@ -86,7 +89,8 @@ class UsageKeeper(Owned):
 
             headers = device_headers(device_id(self._kimi_home()))
             self._client = UsageClient(self.settings.usage_base_url, headers,
-                                       timeout=self.settings.http_timeout)
+                                       timeout=self.settings.http_timeout,
+                                       exchange=self._new_exchange() if self._new_exchange else None)
         return self._client
 
     # ----------------------------------------------------------------- commands

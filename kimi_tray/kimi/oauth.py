@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -9,16 +10,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kimi_tray import __version__
 from kimi_tray.core.config import check_oauth_host
 from kimi_tray.core.errors import DeviceFlowError, LoginNeeded, TransientError
-from kimi_tray.kimi.httpclient import new_client
+from kimi_tray.kimi.exchange import Exchange, ExchangeFailed, HttpxExchange, Reply, Request
 from kimi_tray.kimi.jwt import jwt_expiry
-
-if TYPE_CHECKING:  # imported when a client is made (kimi_tray.kimi.httpclient says why)
-    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +25,14 @@ DEVICE_PATH = "/api/oauth/device_authorization"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_ACCESS_LIFETIME = 86400.0  # Kimi grants 900 s; more than a day is a mistake (e.g. milliseconds)
 SAFE_LIFETIME = 300.0  # what we assume when the server's expires_in cannot be right
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per connect and per read (httpx's own limits), for a request whose caller waits less."""
+
+    connect: float
+    read: float
 
 
 @dataclass(frozen=True)
@@ -86,19 +92,21 @@ class OAuthClient:
         client_id: str,
         headers: dict[str, str] | None = None,
         timeout: float = 15.0,
-        transport: httpx.BaseTransport | None = None,
+        exchange: Exchange | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         check_oauth_host(host)
         self.host = host.rstrip("/")
         self.client_id = client_id
         self.now = now
-        self._client = new_client(headers, timeout, transport)
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self._exchange = exchange or HttpxExchange()
 
     def close(self) -> None:
-        self._client.close()
+        self._exchange.close()
 
-    def refresh(self, refresh_token: str, timeout: httpx.Timeout | float | None = None) -> TokenResponse:
+    def refresh(self, refresh_token: str, timeout: Timeouts | float | None = None) -> TokenResponse:
         """One refresh attempt. Raises LoginNeeded (token dead) or TransientError (try later).
 
         `timeout` overrides the client's (short under the Kimi lock, capped by a deadline).
@@ -110,23 +118,23 @@ class OAuthClient:
         )
         body = _json_or_none(response)
         error = body.get("error") if isinstance(body, dict) else None
-        if response.status_code in (401, 403) or error == "invalid_grant":
+        if response.status in (401, 403) or error == "invalid_grant":
             raise LoginNeeded("The Kimi refresh token was rejected; a new login is needed.")
         _raise_for_transient(response)
-        if response.status_code != 200:
+        if response.status != 200:
             raise TransientError(
-                f"The Kimi OAuth server answered HTTP {response.status_code}"
+                f"The Kimi OAuth server answered HTTP {response.status}"
                 + (f" ({error})" if isinstance(error, str) else "") + "."
             )
-        return _token_from(body, self.now())
+        return token_from(body, self.now())
 
     def start_device_login(self) -> DeviceAuthorization:
         response = self._post(DEVICE_PATH, {"client_id": self.client_id})
         _raise_for_transient(response)
         body = _json_or_none(response)
-        if response.status_code != 200 or not isinstance(body, dict):
+        if response.status != 200 or not isinstance(body, dict):
             raise DeviceFlowError(
-                f"The Kimi OAuth server refused to start a login (HTTP {response.status_code})."
+                f"The Kimi OAuth server refused to start a login (HTTP {response.status})."
             )
         try:
             uri = str(body["verification_uri"])
@@ -158,51 +166,49 @@ class OAuthClient:
         if error == "access_denied":
             raise DeviceFlowError("The login was denied in the browser.")
         _raise_for_transient(response)
-        if response.status_code != 200:
+        if response.status != 200:
             raise DeviceFlowError(
-                f"The Kimi OAuth server rejected the login (HTTP {response.status_code}"
+                f"The Kimi OAuth server rejected the login (HTTP {response.status}"
                 + (f", {error}" if isinstance(error, str) else "") + ")."
             )
-        return _token_from(body, self.now())
+        return token_from(body, self.now())
 
-    def _post(self, path: str, form: dict[str, str],
-              timeout: httpx.Timeout | float | None = None) -> httpx.Response:
-        import httpx
-
-        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    def _post(self, path: str, form: dict[str, str], timeout: Timeouts | float | None = None) -> Reply:
+        if not isinstance(timeout, Timeouts):
+            each = self.timeout if timeout is None else timeout
+            timeout = Timeouts(connect=each, read=each)
+        request = Request("POST", self.host + path, self.headers, form,
+                          connect_timeout=timeout.connect, read_timeout=timeout.read)
         try:
-            return self._client.post(self.host + path, data=form, **extra)
-        except (httpx.ConnectTimeout, httpx.PoolTimeout):
-            raise TransientError(
-                f"The Kimi OAuth server at {self.host} did not accept a connection in time.",
-                slow=True,
-            ) from None
-        except httpx.TimeoutException:
-            raise TransientError(
-                f"The Kimi OAuth server at {self.host} did not answer in time.",
-                slow=True, maybe_sent=True,
-            ) from None
-        except (httpx.ConnectError, httpx.UnsupportedProtocol):
-            raise TransientError(f"Could not reach the Kimi OAuth server at {self.host}.") from None
-        except httpx.TransportError as exc:
-            raise TransientError(
-                f"The connection to the Kimi OAuth server at {self.host} broke ({type(exc).__name__}).",
-                maybe_sent=True,
-            ) from None
+            return self._exchange.send(request)
+        except ExchangeFailed as exc:
+            raise self._transient(exc) from None
+
+    def _transient(self, exc: ExchangeFailed) -> TransientError:
+        if exc.failure == "connect_timeout":
+            return TransientError(
+                f"The Kimi OAuth server at {self.host} did not accept a connection in time.", slow=True)
+        if exc.failure == "read_timeout":
+            return TransientError(f"The Kimi OAuth server at {self.host} did not answer in time.",
+                                  slow=True, maybe_sent=True)
+        if exc.failure == "unreachable":
+            return TransientError(f"Could not reach the Kimi OAuth server at {self.host}.")
+        return TransientError(
+            f"The connection to the Kimi OAuth server at {self.host} broke ({exc.name}).", maybe_sent=True)
 
 
-def _json_or_none(response: httpx.Response) -> Any:
+def _json_or_none(response: Reply) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return json.loads(response.body)
+    except ValueError:  # UnicodeDecodeError is one
         return None
 
 
-def _raise_for_transient(response: httpx.Response) -> None:
-    if response.status_code == 429 or response.status_code >= 500:
-        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+def _raise_for_transient(response: Reply) -> None:
+    if response.status == 429 or response.status >= 500:
+        retry_after = retry_after_seconds(response.retry_after)
         raise TransientError(
-            f"The Kimi OAuth server is busy or failing (HTTP {response.status_code}).", retry_after
+            f"The Kimi OAuth server is busy or failing (HTTP {response.status}).", retry_after
         )
 
 
@@ -223,7 +229,8 @@ def retry_after_seconds(value: str | None) -> float | None:
             return None
 
 
-def _token_from(body: Any, now: float) -> TokenResponse:
+def token_from(body: Any, now: float) -> TokenResponse:
+    """The tokens in a 200 reply to a token request (TransientError when they are not there)."""
     if not isinstance(body, dict):
         raise TransientError("The Kimi OAuth server sent a reply that is not JSON.")
     access, refresh = body.get("access_token"), body.get("refresh_token")

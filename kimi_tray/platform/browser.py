@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import webbrowser
 
 SETTLE_SECONDS = 3.0
 
@@ -39,6 +38,8 @@ def open_url(url: str, settle: float = SETTLE_SECONDS) -> str:
     command = opener_command(url)
     if command is None:
         if sys.platform.startswith("win"):
+            import webbrowser  # only here: it costs the tray about 1.7 MiB for good
+
             return "" if webbrowser.open(url, new=2) else "No browser could be started."
         return "No browser was found (no $BROWSER and no xdg-open)."
     try:

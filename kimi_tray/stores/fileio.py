@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import re
-import secrets
 import stat
 import threading
 import time
@@ -43,7 +42,7 @@ class PreparedWrite:
         self.target = real_path(path)
         self.mode = mode
         self.tmp = self.target.with_name(
-            f"{self.target.name}{TEMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
+            f"{self.target.name}{TEMP_MARK}{os.getpid()}.{os.urandom(4).hex()}"
         )
         self._fd: int | None = None
         self._committed = False

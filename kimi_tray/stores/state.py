@@ -5,7 +5,6 @@ Only fingerprints of tokens are kept here, never the tokens.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -19,10 +18,20 @@ from kimi_tray.stores.fileio import atomic_write, read_json_object
 
 log = logging.getLogger(__name__)
 
+# CPython's own SHA-256, as its `random` module does for SHA-512: `hashlib` loads OpenSSL's
+# libcrypto, about 3.7 MiB resident in the daemon and the tray for one hash of a few bytes.
+try:
+    from _sha2 import sha256  # type: ignore[import-not-found, unused-ignore]  # Python 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found, no-redef, unused-ignore]
+    except ImportError:  # pragma: no cover  # a Python built without them
+        from hashlib import sha256  # type: ignore[assignment, unused-ignore]
+
 
 def fingerprint(token: str) -> str:
     """A short, irreversible id of a token: enough to tell two tokens apart, useless to a thief."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:16] if token else ""
+    return sha256(token.encode("utf-8")).hexdigest()[:16] if token else ""
 
 
 @dataclass

@@ -10,9 +10,16 @@ it is used), outside the ring, so the token's colour and shape stay as they are.
 
 from __future__ import annotations
 
-from PIL import Image, ImageDraw
+import sys
 
-from kimi_tray.core.health import Status
+# The icons hold no text, but Pillow's ImageDraw imports its FreeType binding all the same, which
+# loads FreeType and HarfBuzz: about 1.1 MiB of the tray's memory for good. Pillow runs without
+# that binding (as when built without FreeType): only ImageFont's TrueType fonts would fail.
+sys.modules.setdefault("PIL._imagingft", None)  # type: ignore[arg-type]
+
+from PIL import Image, ImageDraw  # noqa: E402  # after the block above
+
+from kimi_tray.core.health import Status  # noqa: E402
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "fresh": (46, 160, 67),

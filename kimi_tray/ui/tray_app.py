@@ -57,6 +57,7 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
         return 0
     log_path = setup_logging(settings.log_dir, to_stderr=verbose, verbose=verbose)
     from kimi_tray.core.config import config_path
+    from kimi_tray.engine.http_child import child_exchanges
     from kimi_tray.engine.scheduler import Engine
     from kimi_tray.platform.autostart import get_backend
     from kimi_tray.ui.notify import choose_notifier
@@ -67,7 +68,8 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
         os.environ["PYSTRAY_BACKEND"] = backend
     # One engine wake a minute serves the file check; the tray schedules its own redraws for the
     # moments the picture changes, so the tooltip is never more than a moment stale.
-    engine = Engine(settings.with_overrides(poll_interval=settings.tray_poll_interval))
+    engine = Engine(settings.with_overrides(poll_interval=settings.tray_poll_interval),
+                    exchange=child_exchanges(settings.state_dir))
     handle = engine.handle()
     log.info("kimi-tray %s tray started (backend %s); managing %s; %s", __version__,
              backend or "default", handle.status.credentials_file, handle.status.openclaw_target)
