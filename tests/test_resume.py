@@ -25,6 +25,7 @@ from kimi_tray.platform.resume import (
     PBT_APMRESUMEAUTOMATIC,
     PBT_APMRESUMESUSPEND,
     WM_POWERBROADCAST,
+    GLibLogindListener,
     LogindListener,
     MacWakeListener,
     NullListener,
@@ -59,9 +60,24 @@ class Counter:
 
 
 # ----------------------------------------------------------------------------- the listener
-def test_logind_listener_hears_the_wake_and_not_the_sleep(system_bus) -> None:
+@pytest.fixture(params=["jeepney", "glib"])
+def logind_listener(request: pytest.FixtureRequest) -> Iterator:
+    """Both listeners: jeepney on its own thread (the daemon), GLib's D-Bus client delivered by
+    a GLib main loop (the tray's gtk backend runs one on its main thread)."""
+    if request.param == "jeepney":
+        yield LogindListener
+        return
+    from gi.repository import GLib
+
+    loop = GLib.MainLoop()
+    threading.Thread(target=loop.run, daemon=True).start()
+    yield GLibLogindListener
+    loop.quit()
+
+
+def test_logind_listener_hears_the_wake_and_not_the_sleep(system_bus, logind_listener) -> None:
     woke = Counter()
-    listener = LogindListener(woke, address=system_bus.address).start()
+    listener = logind_listener(woke, address=system_bus.address).start()
     try:
         assert listener.ready.wait(5)
         system_bus.prepare_for_sleep(True)
@@ -76,7 +92,7 @@ def test_logind_listener_hears_the_wake_and_not_the_sleep(system_bus) -> None:
         assert time.monotonic() - started < 1  # a blocked receive is woken, not waited out
 
 
-def test_logind_listener_ignores_an_impostor(system_bus) -> None:
+def test_logind_listener_ignores_an_impostor(system_bus, logind_listener) -> None:
     """Only the owner of org.freedesktop.login1 may announce a wake."""
     from jeepney import new_signal
     from jeepney.io.blocking import open_dbus_connection
@@ -84,7 +100,7 @@ def test_logind_listener_ignores_an_impostor(system_bus) -> None:
     from tests.support.system_bus import LOGIN1
 
     woke = Counter()
-    listener = LogindListener(woke, address=system_bus.address).start()
+    listener = logind_listener(woke, address=system_bus.address).start()
     impostor = open_dbus_connection(bus=system_bus.address)
     try:
         assert listener.ready.wait(5)
@@ -96,9 +112,9 @@ def test_logind_listener_ignores_an_impostor(system_bus) -> None:
         listener.stop()
 
 
-def test_no_system_bus_falls_back_quietly(tmp_path: Path, caplog) -> None:
+def test_no_system_bus_falls_back_quietly(tmp_path: Path, caplog, logind_listener) -> None:
     caplog.set_level(logging.INFO, logger="kimi_tray.platform.resume")
-    listener = LogindListener(Counter(), address=f"unix:path={tmp_path / 'no-bus'}").start()
+    listener = logind_listener(Counter(), address=f"unix:path={tmp_path / 'no-bus'}").start()
     assert listener.ready.wait(5)
     listener.stop()
     notes = [r for r in caplog.records if r.name == "kimi_tray.platform.resume"]
@@ -108,6 +124,7 @@ def test_no_system_bus_falls_back_quietly(tmp_path: Path, caplog) -> None:
 
 def test_each_platform_gets_its_listener() -> None:
     assert isinstance(resume_listener(Counter(), "linux"), LogindListener)
+    assert isinstance(resume_listener(Counter(), "linux", glib=True), GLibLogindListener)
     assert isinstance(resume_listener(Counter(), "darwin"), MacWakeListener)
     assert isinstance(resume_listener(Counter(), "win32"), WindowsPowerListener)
     assert isinstance(resume_listener(Counter(), "freebsd14"), NullListener)

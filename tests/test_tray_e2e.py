@@ -341,6 +341,10 @@ def test_menu_renew_now_start_on_login_and_single_instance(tray_factory, home, o
     tray.menu(downs=1, shot=tmp_path / "menu.png")  # Renew now
     crop_panel(tmp_path / "menu.png", SHOTS / "tray-menu.png")
     assert wait_for(lambda: oauth_server.successful_refreshes == before + 1, timeout=10)
+    # Saved and shown (the request runs in a child process: the answer takes a moment more to
+    # arrive than the server's count); while it is in flight the menu shows it renewing.
+    assert wait_for(lambda: "renewed" in desktop.windows() and "in sync" in desktop.windows(),
+                    timeout=10), tray.output()
 
     entry = home / ".config" / "autostart" / "kimi-tray.desktop"
     assert not entry.exists()

@@ -91,6 +91,9 @@ def test_every_pystray_call_comes_from_the_main_thread(backend: str, tray_env: d
             if wait_for(lambda: oauth_server.successful_refreshes > before, timeout=5):
                 break
         assert oauth_server.successful_refreshes == before + 1, tray.output()
+        # Saved first: an outside write while our answer is still on its way from the child
+        # process that sent the request would be overwritten by it (it takes no Kimi lock).
+        assert tray.showing("renewed"), tray.titles()[-3:]
 
         # An outside change leaves under a minute (the engine renews at most every quarter
         # lifetime, so it waits): the tooltip counts the seconds down on timed redraws.

@@ -1,4 +1,5 @@
-"""The file watcher with the real inotify backend: every way another program changes a file."""
+"""The file watcher with its real event sources (watchdog's inotify observer, and GLib's file
+monitor run by a GLib main loop as in the tray): every way another program changes a file."""
 
 from __future__ import annotations
 
@@ -34,19 +35,28 @@ def kimi_code(home: Path) -> Path:
     return home / ".kimi-code" / "credentials" / "kimi-code.json"
 
 
-@pytest.fixture
-def watcher_for(home: Path):
+@pytest.fixture(params=["watchdog", "glib"])
+def watcher_for(home: Path, request: pytest.FixtureRequest):
     watchers: list[FileWatcher] = []
+    glib = request.param == "glib"
+    loop = None
+    if glib:  # the tray's gtk backend runs this loop on its main thread
+        from gi.repository import GLib
+
+        loop = GLib.MainLoop()
+        threading.Thread(target=loop.run, daemon=True).start()
 
     def start(*paths: Path, **kwargs) -> tuple[FileWatcher, Seen]:
         seen = Seen()
-        watcher = FileWatcher(paths, seen, debounce=0.05, **kwargs).start()
+        watcher = FileWatcher(paths, seen, debounce=0.05, glib=glib, **kwargs).start()
         watchers.append(watcher)
         return watcher, seen
 
     yield start
     for watcher in watchers:
         watcher.stop()
+    if loop is not None:
+        loop.quit()
 
 
 def atomic_replace(path: Path, data: dict) -> None:
@@ -197,3 +207,18 @@ def test_engine_hands_the_token_again_when_openclaw_file_is_rewritten(settings, 
     finally:
         engine.stop()
         watcher.stop()
+
+
+def test_the_glib_source_brings_neither_watchdog_nor_ctypes(tmp_path: Path) -> None:
+    """Where GLib runs anyway (the tray), its file monitor saves watchdog, ctypes and a thread."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = ("import sys; from pathlib import Path; from kimi_tray.platform.watch import FileWatcher; "
+             f"w = FileWatcher([Path({str(tmp_path / 'f')!r})], print, glib=True).start(); "
+             "print(w.events_active, sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('watchdog', 'ctypes'))); w.stop()")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split("\n")[0] == "True []", done.stdout + done.stderr

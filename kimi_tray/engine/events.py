@@ -27,11 +27,13 @@ def watched_paths(engine: Engine) -> list[Path]:
 
 class EventSources:
     def __init__(self, engine: Engine, redraw_step: float | None = None,
-                 fallback_interval: float = FALLBACK_INTERVAL) -> None:
+                 fallback_interval: float = FALLBACK_INTERVAL, glib: bool = False) -> None:
+        """glib: the caller runs a GLib main loop (the tray's gtk and appindicator backends),
+        which then brings the file events and the resume signal."""
         self.engine = engine
         self.watcher = FileWatcher(watched_paths(engine), lambda path: engine.send(FileChanged(path)),
-                                   fallback_interval=fallback_interval)
-        self.listener: ResumeListener = resume_listener(lambda: engine.send(Resumed()))
+                                   fallback_interval=fallback_interval, glib=glib)
+        self.listener: ResumeListener = resume_listener(lambda: engine.send(Resumed()), glib=glib)
         self.redraw_step = redraw_step
 
     def start(self) -> EventSources:

@@ -113,6 +113,54 @@ class LogindListener:
             self._connection.close()
 
 
+class GLibLogindListener:
+    """The same signal through GLib's D-Bus client, delivered by the GLib main loop the tray
+    already runs (its gtk and appindicator backends): no jeepney and no thread of its own."""
+
+    def __init__(self, on_resume: OnResume, address: str | None = None) -> None:
+        self.on_resume = on_resume
+        self.address = address
+        self._connection: Any = None
+        self._subscription = 0
+        self.ready = threading.Event()  # set once subscribed (or once it gave up)
+
+    def start(self) -> GLibLogindListener:
+        try:
+            from gi.repository import Gio
+
+            if self.address is None:
+                connection = Gio.bus_get_sync(Gio.BusType.SYSTEM, None)
+            else:
+                flags = (Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT
+                         | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION)
+                connection = Gio.DBusConnection.new_for_address_sync(self.address, flags, None, None)
+            # The bus routes to us only what the owner of logind's name sends.
+            self._subscription = connection.signal_subscribe(
+                LOGIND_NAME, LOGIND_INTERFACE, "PrepareForSleep", LOGIND_PATH, None,
+                Gio.DBusSignalFlags.NONE, self._signal)
+            self._connection = connection
+            log.debug("Listening for logind's PrepareForSleep.")
+        except Exception as exc:  # no system bus (containers, WSL), a refusing policy
+            log.info("No resume signal from logind (%s); noticing resume by the clock instead.",
+                     getattr(exc, "message", exc))
+        self.ready.set()
+        return self
+
+    def _signal(self, *args: Any) -> None:
+        parameters = args[5]  # connection, sender, path, interface, member, parameters, data
+        if parameters.unpack() == (False,):
+            log.info("The system resumed from sleep; renewing if due.")
+            self.on_resume()
+
+    def stop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.signal_unsubscribe(self._subscription)
+            if self.address is not None:  # the system bus is shared with the rest of the process
+                with contextlib.suppress(Exception):
+                    connection.close_sync(None)
+
+
 # ----------------------------------------------------------------------------- macOS
 class MacWakeListener:
     """NSWorkspaceDidWakeNotification via PyObjC (which pystray's macOS backend already needs).
@@ -238,11 +286,12 @@ class WindowsPowerListener:
             self._hwnd = 0
 
 
-def resume_listener(on_resume: OnResume, platform: str | None = None) -> ResumeListener:
-    """The listener for this platform (not started)."""
+def resume_listener(on_resume: OnResume, platform: str | None = None,
+                    glib: bool = False) -> ResumeListener:
+    """The listener for this platform (not started); glib: the caller runs a GLib main loop."""
     platform = platform or sys.platform
     if platform.startswith("linux"):
-        return LogindListener(on_resume)
+        return GLibLogindListener(on_resume) if glib else LogindListener(on_resume)
     if platform == "darwin":
         return MacWakeListener(on_resume)
     if platform == "win32":

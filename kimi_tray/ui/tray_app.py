@@ -87,7 +87,8 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
     from kimi_tray.engine.events import EventSources
 
     # File changes and resume wake the engine at once; it still wakes each minute for the ring.
-    sources = EventSources(engine, redraw_step=settings.tray_poll_interval).start()
+    sources = EventSources(engine, redraw_step=settings.tray_poll_interval,
+                           glib=backend in ("gtk", "appindicator")).start()
     try:
         app.run(after_start=lambda: watch_for_tray_host(app))
     finally:
