@@ -4,6 +4,7 @@ the parent dying while the child's request is out."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -109,10 +110,8 @@ def test_the_request_never_appears_in_the_childs_command_line(oauth_server: Fake
     def look() -> None:  # while the server holds the answer, the child is alive
         for pid in os.listdir("/proc"):
             if pid.isdigit():
-                try:
+                with contextlib.suppress(OSError):  # it ended meanwhile
                     seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
-                except OSError:
-                    pass
 
     oauth_server.on_rotate = look
     oauth_over(ChildExchange(), oauth_server).refresh(tokens["refresh_token"])
@@ -159,3 +158,18 @@ def test_the_daemon_killed_while_its_request_is_out_loses_no_login(
     assert read_json(path)["refresh_token"] == rotated
     assert not recovery.exists()
     assert oauth_server.reused == []
+
+
+def test_a_child_that_dies_without_answering_may_have_sent_the_request(
+        oauth_server: FakeKimiOAuth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever kills the child (here: an interpreter that exits at once), the refresh is a
+    transient fault that may have reached the server, said in words, with no traceback."""
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    tokens = oauth_server.issue()
+    with pytest.raises(TransientError, match="ended without an answer") as caught:
+        oauth_over(ChildExchange(), oauth_server).refresh(tokens["refresh_token"])
+    assert caught.value.maybe_sent
+    assert oauth_server.refresh_calls == 0

@@ -29,6 +29,7 @@ from kimi_tray.kimi.exchange import FAILURES, Exchange, ExchangeFailed, HttpxExc
 log = logging.getLogger(__name__)
 
 ACK = b"ok\n"
+NO_ANSWER = "its request process ended without an answer"
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -72,7 +73,7 @@ class ChildExchange:
                 child.stdin.write(json.dumps(message).encode() + b"\n")
                 child.stdin.flush()
             except OSError:
-                raise ExchangeFailed("broken", "RequestProcessFailed") from None
+                raise ExchangeFailed("broken", NO_ANSWER) from None
             line = child.stdout.readline()
             with contextlib.suppress(OSError):
                 if line:
@@ -94,7 +95,7 @@ def _reply_from(line: bytes) -> Reply:
             raise ExchangeFailed(failure if failure in FAILURES else "broken", str(answer.get("name", "")))
         return Reply(int(answer["status"]), base64.b64decode(answer["body"]), answer.get("retry_after"))
     except (ValueError, TypeError, KeyError):  # it died, or printed something else
-        raise ExchangeFailed("broken", "RequestProcessFailed") from None
+        raise ExchangeFailed("broken", NO_ANSWER) from None
 
 
 # ----------------------------------------------------------------------------- the child
