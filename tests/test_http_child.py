@@ -24,7 +24,16 @@ from kimi_tray.kimi.exchange import ExchangeFailed, HttpxExchange, Request
 from kimi_tray.kimi.oauth import OAuthClient, Timeouts
 from kimi_tray.stores.state import fingerprint
 from tests.conftest import ROOT, kimi_file, read_json, run_cli, wait_for, write_credentials
+from tests.support.mutation import child_env
 from tests.support.oauth_server import FakeKimiOAuth
+
+
+@pytest.fixture(autouse=True)
+def mutants_reach_the_request_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under mutation testing the children this process starts run the active mutant too (and
+    report what they covered); without it this sets nothing."""
+    for name, value in child_env(ROOT).items():
+        monkeypatch.setenv(name, value)
 
 
 def oauth_over(exchange: ChildExchange | HttpxExchange, server: FakeKimiOAuth) -> OAuthClient:
