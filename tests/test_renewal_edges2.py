@@ -1,0 +1,70 @@
+"""One refresh at more edges: what the user is told about a token the disk refused, and what the
+log says about each retry.
+
+Real parts as in tests/test_renewal_edges.py: the loopback OAuth server, real credential and
+state files in tmp_path, an immutable file for a disk that refuses; time is a FakeClock.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from kimi_tray.core.config import Settings
+from kimi_tray.core.errors import LocalFileError, TransientError
+from kimi_tray.engine.recovery import RECOVERY_FILE
+from tests.conftest import immutable, kimi_file
+from tests.support.clock import FakeClock
+from tests.support.oauth_server import FakeKimiOAuth
+from tests.test_renewal_edges import NOW, Sleeper, kept, login, make, oauth_server  # noqa: F401
+
+TAIL = ("as soon as the credential file can be written (the next `kimi-tray renew` or the "
+        "running tray).")
+
+
+def test_a_refused_token_tells_where_it_is_kept_and_when_it_is_put_in_place(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:  # noqa: F811
+    clock = FakeClock(NOW)
+    old = login(oauth_server, home, NOW + 10)
+    new = oauth_server.issue()
+    recovery = settings.state_dir / RECOVERY_FILE
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    recovery.write_bytes(kept(new, old["refresh_token"]).to_json())
+    renewal = make(settings, clock)
+    with immutable(kimi_file(home)), pytest.raises(LocalFileError) as caught:
+        renewal.refresh_once()
+    assert renewal.pending is not None
+    assert str(caught.value) == (f"The new token is not saved yet: {renewal.pending.reason} It is "
+                                 f"kept in {recovery} and is put in place {TAIL}")
+
+
+def test_each_retry_is_logged_with_its_attempt_reason_and_wait(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    oauth_server.fail_next("500", "429:42")
+    renewal = make(settings, clock)
+    with caplog.at_level(logging.INFO, logger="kimi_tray.engine.renewal"):
+        creds, renewed = renewal.renew(False, 900, Sleeper(clock), lambda: 0.0)
+    assert renewed
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retries == [
+        "Renewal attempt 1 failed (The Kimi OAuth server is busy or failing (HTTP 500).); "
+        "retrying in 2 s.",
+        "Renewal attempt 2 failed (The Kimi OAuth server is busy or failing (HTTP 429).); "
+        "retrying in 42 s."]
+
+
+def test_giving_up_says_how_long_was_tried(settings: Settings, home: Path,
+                                           oauth_server: FakeKimiOAuth) -> None:  # noqa: F811
+    clock = FakeClock(NOW)
+    login(oauth_server, home, NOW + 10)
+    oauth_server.fail_next("500", "429:700")
+    renewal = make(settings, clock)
+    with pytest.raises(TransientError) as caught:
+        renewal.renew(False, 100, Sleeper(clock), lambda: 0.0)
+    assert str(caught.value) == ("The Kimi OAuth server is busy or failing (HTTP 429). "
+                                 "Gave up after 2 attempt(s) in 2 s.")
