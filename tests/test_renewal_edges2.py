@@ -8,6 +8,7 @@ state files in tmp_path, an immutable file for a disk that refuses; time is a Fa
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,18 @@ import pytest
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import LocalFileError, TransientError
 from kimi_tray.engine.recovery import RECOVERY_FILE
-from tests.conftest import immutable, kimi_file
+from tests.conftest import immutable, kimi_file, write_credentials
 from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
-from tests.test_renewal_edges import NOW, Sleeper, kept, login, make, oauth_server  # noqa: F401
+from tests.test_renewal_edges import (  # noqa: F401 (oauth_server: the fixture)
+    NOW,
+    RotatingMeanwhile,
+    Sleeper,
+    kept,
+    login,
+    make,
+    oauth_server,
+)
 
 TAIL = ("as soon as the credential file can be written (the next `kimi-tray renew` or the "
         "running tray).")
@@ -68,3 +77,71 @@ def test_giving_up_says_how_long_was_tried(settings: Settings, home: Path,
         renewal.renew(False, 100, Sleeper(clock), lambda: 0.0)
     assert str(caught.value) == ("The Kimi OAuth server is busy or failing (HTTP 429). "
                                  "Gave up after 2 attempt(s) in 2 s.")
+
+
+# ----------------------------------------------------------------------------- what the log says
+def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "kimi_tray.engine.renewal"]
+
+
+def test_a_kept_token_put_in_place_is_logged(settings: Settings, home: Path,
+                                             oauth_server: FakeKimiOAuth,  # noqa: F811
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    old = login(oauth_server, home, NOW + 10)
+    new = oauth_server.issue()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / RECOVERY_FILE).write_bytes(kept(new, old["refresh_token"]).to_json())
+    renewal = make(settings, FakeClock(NOW))
+    with caplog.at_level(logging.INFO, logger="kimi_tray.engine.renewal"):
+        assert renewal.refresh_once()[1]
+    assert messages(caplog) == [("INFO", "Saved the new Kimi token that was kept in the recovery file.")]
+
+
+def test_a_kept_token_older_than_the_file_is_dropped_with_a_warning(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    login(oauth_server, home, NOW + 800)
+    stale = oauth_server.issue()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / RECOVERY_FILE).write_bytes(kept(stale, "rt-someone-else").to_json())
+    renewal = make(settings, FakeClock(NOW))
+    with caplog.at_level(logging.INFO, logger="kimi_tray.engine.renewal"):
+        assert renewal.refresh_once()[1] is False
+    assert messages(caplog) == [(
+        "WARNING", f"The recovery file holds an older token than {kimi_file(home)} (a newer login "
+                   "or renewal is there); it is dropped.")]
+
+
+def test_a_token_another_program_rotated_meanwhile_is_logged(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    login(oauth_server, home, NOW + 10)
+    client = RotatingMeanwhile(oauth_server, home, NOW + 900)
+    renewal = make(settings, FakeClock(NOW), oauth=client)
+    with caplog.at_level(logging.INFO, logger="kimi_tray.engine.renewal"):
+        assert renewal.refresh_once()[1] is False
+    assert messages(caplog) == [
+        ("INFO", "Another program rotated the refresh token meanwhile; using its token.")]
+
+
+def test_a_slow_answer_after_a_newer_login_is_logged_and_the_login_kept(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    login(oauth_server, home, NOW + 10)
+    newer: dict = {}
+
+    def log_in_meanwhile() -> None:
+        newer.update(oauth_server.issue())
+        write_credentials(kimi_file(home), newer, time.time() + 900)
+
+    oauth_server.fail_next("late:0.4")
+    oauth_server.on_rotate = log_in_meanwhile
+    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=5.0), FakeClock(NOW))
+    with caplog.at_level(logging.INFO, logger="kimi_tray.engine.renewal"):
+        creds, renewed = renewal.refresh_once()
+    assert not renewed and creds.refresh_token == newer["refresh_token"]
+    assert messages(caplog) == [
+        ("INFO", "The Kimi OAuth server is slow; waiting for its answer outside the Kimi lock."),
+        ("WARNING", f"Another program wrote a new login to {kimi_file(home)} while we waited for "
+                    "the server; it is kept.")]
