@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from kimi_tray.stores.openclaw.lock import is_stale, openclaw_lock, pid_definitely_dead
+from kimi_tray.stores.openclaw.lock import (
+    is_stale,
+    lock_path_for,
+    openclaw_lock,
+    pid_definitely_dead,
+    process_start_time,
+)
 
 
 def dead_pid() -> int:
@@ -120,3 +126,35 @@ def test_the_lock_is_dated_in_utc_whatever_the_local_time_zone(tmp_path: Path,
         time.tzset()
     stamp = dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
     assert abs(stamp.timestamp() - time.time()) < 5
+
+
+def test_a_holder_whose_name_holds_a_parenthesis_is_still_recognised() -> None:
+    """/proc/<pid>/stat puts the process name in parentheses, and a name may hold ") 1 2": the
+    start time is read after the last one, or the live holder would look like a reused pid."""
+    code = ("import ctypes, time\n"
+            "stat = open('/proc/self/stat').read()\n"
+            "print(stat[stat.rfind(')') + 1:].split()[19], flush=True)\n"
+            "ctypes.CDLL(None).prctl(15, b'x) 1 2 3 4 5', 0, 0, 0)\n"  # PR_SET_NAME
+            "print('renamed', flush=True)\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        started = int(proc.stdout.readline())
+        assert proc.stdout.readline() == "renamed\n"
+        assert Path(f"/proc/{proc.pid}/comm").read_text() == "x) 1 2 3 4 5\n"
+        assert process_start_time(proc.pid) == started
+        assert is_stale({"pid": proc.pid, "starttime": started}, time.time()) is False
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_relative_path_gets_its_lock_beside_it_even_without_a_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # the directory we stand in was removed: resolving a relative path fails
+    assert lock_path_for(Path("auth-profiles.json")) == Path("auth-profiles.json.lock")
+    assert lock_path_for(Path("agent/auth-profiles.json")) == Path("agent/auth-profiles.json.lock")
