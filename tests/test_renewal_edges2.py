@@ -7,16 +7,19 @@ state files in tmp_path, an immutable file for a disk that refuses; time is a Fa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
 
 import pytest
 
+from kimi_tray.core import logs
 from kimi_tray.core.config import Settings
 from kimi_tray.core.errors import LocalFileError, TransientError
 from kimi_tray.engine.recovery import RECOVERY_FILE
-from tests.conftest import immutable, kimi_file, write_credentials
+from kimi_tray.stores.state import fingerprint
+from tests.conftest import immutable, kimi_file, read_json, write_credentials
 from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 from tests.test_renewal_edges import (  # noqa: F401 (oauth_server: the fixture)
@@ -145,3 +148,33 @@ def test_a_slow_answer_after_a_newer_login_is_logged_and_the_login_kept(
         ("INFO", "The Kimi OAuth server is slow; waiting for its answer outside the Kimi lock."),
         ("WARNING", f"Another program wrote a new login to {kimi_file(home)} while we waited for "
                     "the server; it is kept.")]
+
+
+# ----------------------------------------------------------------------------- the new token
+def test_a_renewed_token_pair_is_masked_in_every_later_log_line(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:  # noqa: F811
+    login(oauth_server, home, NOW + 10)
+    creds, renewed = make(settings, FakeClock(NOW)).refresh_once()
+    assert renewed
+    assert logs.redact(f"a={creds.access_token} r={creds.refresh_token}") == "a=[redacted] r=[redacted]"
+
+
+def test_a_slow_answer_the_disk_refuses_is_kept_and_put_in_place_later(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:  # noqa: F811
+    """The answer came outside the lock and the file refused it: the kept token still names the
+    token it replaces, so the file (still holding that one) takes it at the next attempt."""
+    old = login(oauth_server, home, NOW + 10)
+    cred = kimi_file(home)
+    stack = contextlib.ExitStack()
+    oauth_server.fail_next("late:0.4")
+    oauth_server.on_rotate = lambda: stack.enter_context(immutable(cred))
+    renewal = make(settings.with_overrides(locked_http_timeout=0.1, http_timeout=5.0), FakeClock(NOW))
+    with stack, pytest.raises(LocalFileError, match="It is kept in"):
+        renewal.refresh_once()
+    oauth_server.on_rotate = None
+    issued = oauth_server.rotations[-1]["refresh_token"]
+    assert renewal.pending is not None and renewal.pending.refresh_token == issued
+    assert renewal.pending.replaces == fingerprint(old["refresh_token"])
+    creds, renewed = renewal.refresh_once()
+    assert renewed and creds.refresh_token == issued == read_json(cred)["refresh_token"]
+    assert oauth_server.refresh_calls == 1
