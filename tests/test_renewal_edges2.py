@@ -178,3 +178,16 @@ def test_a_slow_answer_the_disk_refuses_is_kept_and_put_in_place_later(
     creds, renewed = renewal.refresh_once()
     assert renewed and creds.refresh_token == issued == read_json(cred)["refresh_token"]
     assert oauth_server.refresh_calls == 1
+
+
+@pytest.mark.parametrize(("left", "renewed"), [(449, True), (450, True), (451, False)])
+def test_a_token_rotated_meanwhile_is_renewed_from_half_its_lifetime_left(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth,  # noqa: F811
+        left: int, renewed: bool) -> None:
+    """Another program's token is due by the same rule as ours: at half its 900 s lifetime."""
+    login(oauth_server, home, NOW + 10)
+    client = RotatingMeanwhile(oauth_server, home, NOW + left, lifetime=900)
+    creds, did = make(settings, FakeClock(NOW), oauth=client).refresh_once()
+    assert client.theirs is not None and did is renewed
+    assert oauth_server.successful_refreshes == int(renewed)
+    assert (creds.refresh_token == client.theirs["refresh_token"]) is not renewed
