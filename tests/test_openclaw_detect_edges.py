@@ -18,7 +18,7 @@ from kimi_tray.stores.openclaw.detect import Detector, kimi_plugin_listed
 from kimi_tray.stores.openclaw.file_target import LegacyFileTarget, legacy_profiles_path
 from kimi_tray.stores.openclaw.runner import Runner
 from kimi_tray.stores.openclaw.targets import AutoTarget, choose_target
-from kimi_tray.stores.state import OpenClawMemory
+from kimi_tray.stores.state import OpenClawMemory, OpenClawView
 from tests.support.offline import offline_env, offline_settings
 
 NOW = 1_800_000_000.0
@@ -127,3 +127,12 @@ def test_the_automatic_target_hands_the_time_to_the_target_it_chose(
     view = auto.sync(token, NOW)
     assert (view.mode, view.checked_at) == ("file", NOW)
     assert auto.inspect(token, NOW + 5).checked_at == NOW + 5
+
+
+def test_sync_turned_off_still_names_the_configured_command(settings: Settings) -> None:
+    """`doctor` with the sync off says whether the configured openclaw is there, not a default."""
+    off = choose_target(settings.with_overrides(openclaw_mode="off",
+                                                openclaw_command=("/opt/oc/bin/openclaw", "--x")))
+    assert off.active is False and off.mode == "off"
+    checks = off.doctor_checks(lambda: Token("eyJ-token-0123456789", NOW + 900), OpenClawView(), NOW)
+    assert checks[0].detail == "/opt/oc/bin/openclaw is not on PATH"
