@@ -49,9 +49,11 @@ def test_a_secret_of_eight_characters_is_masked_and_one_of_seven_is_not() -> Non
     assert "" not in logs._secrets
 
 
-def test_the_longer_of_two_overlapping_secrets_is_masked_whole() -> None:
-    logs.register_secret("abcdefgh", "abcdefgh-and-more")
-    assert logs.redact("x abcdefgh-and-more y") == "x [redacted] y"
+@pytest.mark.parametrize("pair", [("abcdefgh", "abcdefgh-and-more"), ("secret-01", "a-secret-01")])
+def test_the_longer_of_two_overlapping_secrets_is_masked_whole(pair: tuple[str, str]) -> None:
+    shorter, longer = pair
+    logs.register_secret(shorter, longer)
+    assert logs.redact(f"x {longer} y") == "x [redacted] y"
 
 
 def test_a_secret_is_kept_exactly_a_day_and_dropped_after_it() -> None:
