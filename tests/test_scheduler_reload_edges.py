@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kimi_tray.core import logs
 from kimi_tray.core.config import Settings
+from kimi_tray.engine.commands import StartLogin
 from kimi_tray.engine.scheduler import Engine
 from tests.conftest import kimi_file, write_credentials
 from tests.support.clock import FakeClock
@@ -55,3 +56,17 @@ def test_both_tokens_read_from_the_file_are_masked_in_the_log(
     quiet_engine(settings, clock).snapshot()
     for token in (tokens["access_token"], tokens["refresh_token"]):
         assert logs.redact(f"saw {token}") == "saw [redacted]"
+
+
+def test_a_login_that_cannot_start_is_shown_as_failed_with_the_reason(
+        settings: Settings, home: Path) -> None:
+    clock = FakeClock()
+    broken = settings.with_overrides(oauth_host="http://auth.example.com")  # plain http off loopback
+    engine = quiet_engine(broken, clock)
+    engine.send(StartLogin())
+    engine.step()
+    login = engine.status.login
+    assert login is not None and (login.attempt, login.phase) == (1, "failed")
+    assert login.message == ("The OAuth host http://auth.example.com uses plain http; only https is "
+                             "allowed (http only for loopback).")
+    assert not engine.status.login_in_progress
