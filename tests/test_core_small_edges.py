@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from kimi_tray.core import exit_codes
+from kimi_tray.core.clock import SystemClock
 from kimi_tray.core.errors import (
     ConfigError,
     DeviceFlowError,
@@ -101,3 +104,16 @@ def test_a_transient_error_carries_its_retry_hints() -> None:
     assert str(hinted) == "Timed out."
     locked = LockTimeout("Held.", retry_after=3.0)
     assert (str(locked), locked.retry_after, locked.slow, locked.maybe_sent) == ("Held.", 3.0, False, False)
+
+
+# ----------------------------------------------------------------------------- the system clock
+def test_the_system_clock_waits_as_long_as_asked_and_no_longer() -> None:
+    clock = SystemClock()
+    event = threading.Event()
+    started = time.monotonic()
+    assert clock.wait(event, 0.05) is False
+    assert clock.wait(event, -5.0) is False  # a time already past: no wait, no error
+    assert 0.04 <= time.monotonic() - started < 0.5
+    event.set()
+    assert clock.wait(event, 10.0) is True
+    assert abs(clock.now() - time.time()) < 1 and abs(clock.monotonic() - time.monotonic()) < 1
