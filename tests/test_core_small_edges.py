@@ -76,6 +76,8 @@ def test_the_help_table_lists_each_code_padded_then_the_notes_wrapped_at_100() -
     notes = lines[7:]
     assert " ".join(notes) == exit_codes.NOTES
     assert len(notes) > 1 and all(len(line) <= 100 for line in notes)
+    for line, following in zip(notes, notes[1:], strict=False):  # filled up to 100, not fewer
+        assert len(line) + 1 + len(following.split()[0]) > 100, line
     assert text.endswith(".\n") and not text.endswith("\n\n")
 
 

@@ -192,7 +192,8 @@ def test_a_directory_that_cannot_be_made_means_no_file_but_stderr_still_works(
 
 
 def test_setup_replaces_the_handlers_and_quiets_the_http_loggers(tmp_path: Path) -> None:
-    logging.getLogger("httpx").setLevel(logging.DEBUG)
+    for name in ("httpx", "httpcore", "PIL"):  # as a process that never set up logging has them
+        logging.getLogger(name).setLevel(logging.NOTSET)
     logs.setup_logging(tmp_path, to_stderr=True)
     logs.setup_logging(tmp_path, to_stderr=True)  # a second call does not double the handlers
     handlers = logging.getLogger().handlers
