@@ -77,6 +77,11 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:  # noqa: ARG001
     mutation.merge_child_hits()
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        mutation.record_kill(ROOT, report.nodeid, report.when)
+
+
 @pytest.fixture
 def oauth_server() -> Iterator[FakeKimiOAuth]:
     server = FakeKimiOAuth().start()

@@ -925,10 +925,11 @@ def test_join_of_a_running_engine_says_it_still_runs(quiet: Settings) -> None:
 
 
 def test_stop_waits_only_as_long_as_told_for_a_stuck_step(quiet: Settings) -> None:
-    release = threading.Event()
+    release, stuck = threading.Event(), threading.Event()
 
     class Stuck(Engine):
         def step(self) -> float:
+            stuck.set()
             release.wait(10)
             return 1.0
 
@@ -936,6 +937,7 @@ def test_stop_waits_only_as_long_as_told_for_a_stuck_step(quiet: Settings) -> No
     handle = engine.handle()
     handle.start()
     try:
+        assert stuck.wait(10)  # stopped before its first step, the thread would just end
         started = time.monotonic()
         handle.stop(timeout=0.2)
         assert time.monotonic() - started < 5 and handle.join(0) is True

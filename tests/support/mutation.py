@@ -13,6 +13,10 @@ of failing to find mutmut's configuration.
 While mutmut records which tests cover which functions (MUTANT_UNDER_TEST=stats), a child's
 coverage would be lost with the child: a `sitecustomize` put first on its PYTHONPATH writes the
 functions it called to a file at exit, and `merge_child_hits()` adds them to the test that ran it.
+While mutmut runs a mutant, `record_kill()` notes which test failed first (mutmut runs a mutant's
+tests fastest first and stops at the first failure) in `mutation-kills.tsv` next to mutmut's
+files: `scripts/mutation_table.py --kills` counts the kills per test, which shows the slow tests
+that kill nothing a faster test would not, i.e. those the mutation selection can leave out.
 Without mutmut all of this does nothing.
 """
 
@@ -28,6 +32,8 @@ VARIABLE = "MUTANT_UNDER_TEST"
 HOOK_DIR = Path(__file__).resolve().parent / "mutation_hook"
 HITS_VARIABLE = "KIMI_TRAY_MUTATION_HITS"
 ROOT_VARIABLE = "KIMI_TRAY_MUTATION_ROOT"
+KILLS_FILE = "mutation-kills.tsv"
+NOT_A_MUTANT = ("", "stats", "fail", "list_all_tests", "mutant_generation")
 
 
 def active_mutant() -> str:
@@ -83,3 +89,16 @@ def merge_child_hits() -> None:
     from mutmut.state import state  # only present where mutmut runs the tests
 
     state()._stats.update(names)
+
+
+def record_kill(root: Path, nodeid: str, when: str) -> None:
+    """A test failed: under a mutant, note it as the mutant's killer (one appended line)."""
+    mutant = active_mutant()
+    if mutant in NOT_A_MUTANT:
+        return
+    line = f"{mutant}\t{nodeid}\t{when}\n".encode()
+    descriptor = os.open(root / KILLS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(descriptor, line)  # one write with O_APPEND: parallel workers don't interleave
+    finally:
+        os.close(descriptor)
