@@ -89,14 +89,21 @@ def run(settings: Settings, verbose: bool = False, config_error: str = "") -> in
     # File changes and resume wake the engine at once; it still wakes each minute for the ring.
     sources = EventSources(engine, redraw_step=settings.tray_poll_interval,
                            glib=backend in ("gtk", "appindicator")).start()
+    code = 0
     try:
         app.run(after_start=lambda: watch_for_tray_host(app))
+    except Exception:  # the icon's loop itself failed: say so where the user looks
+        log.exception("The tray icon stopped on an unexpected error")
+        code = 1
     finally:
         sources.stop()
         handle.stop(timeout=5)
         instance.release()
+        # pystray's setup thread is not a daemon: when the icon's loop ended before it started,
+        # that thread waits for ever and Python with it, deaf to SIGTERM (GLib holds it).
+        _exit_if_still_here(STOP_WITHIN, code)
     log.info("kimi-tray tray stopped.")
-    return 0
+    return code
 
 
 def stop_on_signals(app: RunningTray, backend: str) -> None:
@@ -105,9 +112,7 @@ def stop_on_signals(app: RunningTray, backend: str) -> None:
 
     def stop(signum: int) -> bool:
         log.info("Stopping (signal %d).", signum)
-        watchdog = threading.Timer(STOP_WITHIN, _exit_now)
-        watchdog.daemon = True
-        watchdog.start()
+        _exit_if_still_here(STOP_WITHIN)
         app.quit()
         return False
 
@@ -125,10 +130,16 @@ def stop_on_signals(app: RunningTray, backend: str) -> None:
             target=stop, args=(number,), name="stop", daemon=True).start())
 
 
-def _exit_now() -> None:
+def _exit_if_still_here(seconds: float, code: int = 0) -> None:
+    watchdog = threading.Timer(seconds, _exit_now, args=(code,))
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def _exit_now(code: int = 0) -> None:
     log.warning("The tray did not stop within %.0f s; exiting anyway.", STOP_WITHIN)
     logging.shutdown()
-    os._exit(0)
+    os._exit(code)
 
 
 def watch_for_tray_host(app: RunningTray, delay: float = TRAY_HOST_GRACE) -> None:
