@@ -284,6 +284,7 @@ def test_without_an_observer_a_round_only_stats(creds: Path) -> None:
 
 def test_stop_stops_the_observer_thread(creds: Path) -> None:
     watcher = FileWatcher([creds], Told()).start()
+    assert watcher._thread is not None and watcher._thread.name == "kimi-file-watch"
     observer = watcher._observer
     assert observer is not None and observer.is_alive()
     watcher.stop()
