@@ -188,3 +188,67 @@ def test_a_commit_after_discard_names_the_file(tmp_path: Path) -> None:
         prepared.commit(b"{}")
     assert str(info.value) == f"Could not write {target}: the prepared file is gone."
     assert not target.exists()
+
+
+# ----------------------------------------------------------------------------- the order of a commit
+
+class DiskLog(list[tuple[str, int]]):
+    """The real fsync, ftruncate and rename, each noted with the temp file's size at that moment:
+    the order is the crash window (a kill between two steps leaves what the earlier ones did)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp: Callable[[], Path]) -> None:
+        super().__init__()
+        for name in ("fsync", "ftruncate", "replace"):
+            real = getattr(os, name)
+
+            def spy(*args: object, _real: Callable[..., object] = real, _name: str = name) -> object:
+                path = tmp()
+                self.append((_name, path.stat().st_size if path.exists() else -1))
+                return _real(*args)
+
+            monkeypatch.setattr(os, name, spy)
+
+
+@pytest.mark.parametrize(("data", "rename_first", "expected"), [
+    # the ordinary save: complete and on disk before it takes the target's name
+    (b'{"a": 1}', False, [("ftruncate", 64), ("fsync", 8), ("replace", 8), ("fsync", -1),
+                          ("fsync", -1)]),
+    # a rotated token: renamed first, while still the reserved size (no truncate before it)
+    (b'{"a": 1}', True, [("replace", 64), ("ftruncate", -1), ("fsync", -1), ("fsync", -1)]),
+    (b'{"a": 1}\n', True, [("replace", 64), ("ftruncate", -1), ("fsync", -1), ("fsync", -1)]),
+    (b'{"a": "' + b"x" * 55 + b'"}', True, [("replace", 64), ("ftruncate", -1), ("fsync", -1),
+                                              ("fsync", -1)]),
+    # longer than reserved, or not ending as JSON does: padding would change it, so truncate first
+    (b'{"a": "' + b"x" * 56 + b'"}', True, [("ftruncate", 65), ("replace", 65), ("fsync", -1),
+                                              ("fsync", -1)]),
+    (b"{} x", True, [("ftruncate", 64), ("replace", 4), ("fsync", -1), ("fsync", -1)]),
+], ids=["ordinary", "rename-first", "rename-first-newline", "rename-first-exactly-full",
+        "rename-first-too-long", "rename-first-not-json"])
+def test_a_commit_fsyncs_truncates_and_renames_in_its_order(tmp_path: Path, monkeypatch, data: bytes,
+                                                           rename_first: bool,
+                                                           expected: list[tuple[str, int]]) -> None:
+    target = tmp_path / "kimi-code.json"
+    target.write_text("old")
+    prepared = PreparedWrite(target, 64)
+    log = DiskLog(monkeypatch, lambda: prepared.tmp)
+    prepared.commit(data, rename_first=rename_first)
+    monkeypatch.undo()
+    assert log == expected, "the last fsync is the directory's, which makes the rename durable"
+    assert target.read_bytes() == data
+
+
+def test_a_prepared_file_is_on_disk_before_the_refresh(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "kimi-code.json"
+    made: list[Path] = []
+    log = DiskLog(monkeypatch, lambda: made[0] if made else tmp_path / "none")
+    real_open = os.open
+
+    def note(path: Path, *args: int) -> int:
+        made.append(Path(path))
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", note)
+    prepared = PreparedWrite(target, 100)
+    monkeypatch.undo()
+    assert log == [("fsync", 100)], "its reserved size is synced, so the save cannot run out of room"
+    prepared.discard()
