@@ -291,3 +291,82 @@ def test_stop_stops_the_observer_thread(creds: Path) -> None:
     assert watcher.events_active is False
     assert not observer.is_alive(), "no watchdog thread left behind"
     assert watcher._thread is not None and not watcher._thread.is_alive()
+
+
+# ----------------------------------------------------------------------------- starting and stopping
+
+def test_without_watchdog_the_stat_check_is_all_and_says_so(creds: Path, monkeypatch, caplog) -> None:
+    """A build without watchdog's observers (a frozen app missing a module) still runs."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "watchdog.observers", None)
+    caplog.set_level(logging.INFO, logger="kimi_tray.platform.watch")
+    watcher = FileWatcher([creds], Told(), fallback_interval=120)
+    watcher._start_observer()
+    assert watcher.events_active is False and watcher._watches == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        "No file watcher (import of watchdog.observers halted; None in sys.modules); checking the "
+        "files every 120 s instead."]
+
+
+def test_watchdogs_own_lines_stay_out_of_verbose_logs(creds: Path) -> None:
+    logger = logging.getLogger("watchdog")
+    before = logger.level
+    logger.setLevel(logging.DEBUG)
+    watcher = FileWatcher([creds], Told()).start()
+    try:
+        assert logger.level == logging.INFO, "no line per inotify event with -v"
+    finally:
+        watcher.stop()
+        logger.setLevel(before)
+
+
+class BrokenObserver:
+    """An observer whose start fails (inotify limits) and whose clean-up fails as well."""
+
+    made: list[BrokenObserver] = []
+
+    def __init__(self, timeout: float) -> None:
+        self.stop_calls = 0
+        BrokenObserver.made.append(self)
+
+    def start(self) -> None:
+        raise OSError(24, "Too many open files")
+
+    def stop(self) -> None:
+        self.stop_calls += 1
+        raise RuntimeError("not started")
+
+
+def test_an_observer_that_fails_to_start_is_cleaned_up_quietly(creds: Path, monkeypatch) -> None:
+    import watchdog.observers
+
+    BrokenObserver.made.clear()
+    monkeypatch.setattr(watchdog.observers, "Observer", BrokenObserver)
+    watcher = FileWatcher([creds], Told())
+    watcher._start_observer()  # must not raise, although the clean-up raised too
+    assert watcher.events_active is False
+    (observer,) = BrokenObserver.made
+    assert observer.stop_calls == 1, "the half-started observer is stopped"
+
+
+def test_a_failing_observer_stop_does_not_fail_the_shutdown(creds: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="kimi_tray.platform.watch")
+    watcher = FileWatcher([creds], Told()).start()
+    observer = watcher._observer
+    assert observer is not None
+
+    def refuse() -> None:
+        raise RuntimeError("emitter gone")
+
+    observer.stop = refuse  # type: ignore[method-assign]
+    try:
+        watcher.stop()
+        assert watcher.events_active is False
+        (note,) = [r for r in caplog.records if r.name == "kimi_tray.platform.watch"]
+        assert note.getMessage() == "Stopping the file watcher failed"
+        assert note.levelno == logging.DEBUG and note.exc_info is not None
+    finally:
+        del observer.stop
+        observer.stop()
+        observer.join(5)
