@@ -67,6 +67,12 @@ class Rig:
         self.observer.dispatch_events(self.observer.event_queue)
         return self.watcher._wake.is_set()
 
+    def deliver_to_handler(self, event: FileSystemEvent) -> bool:
+        """As `deliver`, for a watch the observer no longer dispatches: straight to the handler."""
+        self.watcher._wake.clear()
+        self.watcher._on_event(event)
+        return self.watcher._wake.is_set()
+
     def round(self, woken: bool = True) -> list[Path]:
         """One round of the watcher's thread; returns what the engine was told in it."""
         before = len(self.told)
@@ -370,3 +376,42 @@ def test_a_failing_observer_stop_does_not_fail_the_shutdown(creds: Path, caplog)
         del observer.stop
         observer.stop()
         observer.join(5)
+
+
+def test_out_of_inotify_watches_the_slow_check_retries(home: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="kimi_tray.platform.watch")
+    creds = home / ".kimi-code" / "credentials" / "kimi-code.json"
+    rig = Rig(creds)
+    real_schedule = rig.observer.schedule
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise OSError(28, "inotify watch limit reached")
+
+    rig.observer.schedule = refuse  # type: ignore[method-assign]
+    creds.parent.mkdir(parents=True)
+    assert rig.deliver(DirCreatedEvent(str(creds.parent.parent)))
+    assert rig.round() == []
+    assert rig.watched() == set(), "the old watch is given up, the new one could not be made"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Cannot watch {creds.parent} ([Errno 28] inotify watch limit reached); the periodic check "
+        "covers it."]
+    assert caplog.records[0].levelno == logging.INFO
+    rig.observer.schedule = real_schedule  # type: ignore[method-assign]
+    creds.write_text("{}")
+    assert rig.round(woken=False) == [creds]
+    assert rig.watched() == {creds.parent}, "the slow check tried again"
+
+
+def test_a_watch_the_observer_already_dropped_is_forgotten(home: Path, caplog) -> None:
+    """A stopping observer may have dropped a watch before we move it: said at debug level only."""
+    caplog.set_level(logging.DEBUG, logger="kimi_tray.platform.watch")
+    creds = home / ".kimi-code" / "credentials" / "kimi-code.json"
+    rig = Rig(creds)
+    rig.observer.unschedule_all()
+    creds.parent.mkdir(parents=True)
+    assert rig.deliver_to_handler(DirCreatedEvent(str(creds.parent.parent)))
+    assert rig.round() == []
+    assert set(rig.watcher._watches) == {creds.parent}
+    (note,) = caplog.records
+    assert note.getMessage() == f"Unwatching {home} failed"
+    assert note.levelno == logging.DEBUG and note.exc_info is not None
