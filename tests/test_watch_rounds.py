@@ -288,6 +288,12 @@ def test_without_an_observer_a_round_only_stats(creds: Path) -> None:
     assert told == [creds]
 
 
+def test_a_watcher_never_started_stops_fine(creds: Path) -> None:
+    watcher = FileWatcher([creds], Told())
+    watcher.stop()
+    assert watcher.events_active is False and watcher._thread is None
+
+
 def test_stop_stops_the_observer_thread(creds: Path) -> None:
     watcher = FileWatcher([creds], Told()).start()
     assert watcher._thread is not None and watcher._thread.name == "kimi-file-watch"
