@@ -377,7 +377,8 @@ def test_a_failing_observer_stop_does_not_fail_the_shutdown(creds: Path, caplog)
         assert watcher.events_active is False
         (note,) = [r for r in caplog.records if r.name == "kimi_tray.platform.watch"]
         assert note.getMessage() == "Stopping the file watcher failed"
-        assert note.levelno == logging.DEBUG and note.exc_info is not None
+        assert note.levelno == logging.DEBUG
+        assert note.exc_info and note.exc_info[0] is RuntimeError, "with its traceback"
     finally:
         del observer.stop
         observer.stop()
@@ -420,4 +421,5 @@ def test_a_watch_the_observer_already_dropped_is_forgotten(home: Path, caplog) -
     assert set(rig.watcher._watches) == {creds.parent}
     (note,) = caplog.records
     assert note.getMessage() == f"Unwatching {home} failed"
-    assert note.levelno == logging.DEBUG and note.exc_info is not None
+    assert note.levelno == logging.DEBUG
+    assert note.exc_info and note.exc_info[0] is KeyError, "with its traceback"
