@@ -56,6 +56,15 @@ def is_wake_signal(message: Any) -> bool:
     )
 
 
+def wake_match_rule() -> Any:
+    """What the bus forwards to the listener: logind's PrepareForSleep and nothing else, so other
+    traffic on the system bus never wakes it (`is_wake_signal` still checks each message)."""
+    from jeepney import MatchRule
+
+    return MatchRule(type="signal", sender=LOGIND_NAME, interface=LOGIND_INTERFACE,
+                     member="PrepareForSleep", path=LOGIND_PATH)
+
+
 class LogindListener:
     """Listens on the system bus (or `address`, for a private test bus) with jeepney."""
 
@@ -82,13 +91,11 @@ class LogindListener:
             self._thread.join(5)
 
     def _subscribe(self) -> Any:
-        from jeepney import MatchRule, message_bus
+        from jeepney import message_bus
         from jeepney.io.blocking import open_dbus_connection
 
         connection = open_dbus_connection(bus=self.address or "SYSTEM")
-        rule = MatchRule(type="signal", sender=LOGIND_NAME, interface=LOGIND_INTERFACE,
-                         member="PrepareForSleep", path=LOGIND_PATH)
-        connection.send_and_get_reply(message_bus.AddMatch(rule), timeout=5)
+        connection.send_and_get_reply(message_bus.AddMatch(wake_match_rule()), timeout=5)
         return connection
 
     def _run(self) -> None:

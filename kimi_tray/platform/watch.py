@@ -262,15 +262,20 @@ class FileWatcher:
                 # Let the rest of the burst arrive (temp file, rename, chmod), then act once.
                 self._stop.wait(self.debounce)
             self._wake.clear()
-            with self._lock:
-                pending, self._pending = self._pending, set()
-                replan, self._replan = self._replan, False
-            if replan or not woken:
-                self._plan_watches()
-            try:
-                self._report(pending, check_all=replan or not woken)
-            except Exception:  # the watcher must outlive any callback fault
-                log.exception("A file-change callback failed")
+            self._round(woken)
+
+    def _round(self, woken: bool) -> None:
+        """Act on what the events noted (`woken`), or stat every path (the slow check). Its own
+        method so that tests can drive it without the thread's waits."""
+        with self._lock:
+            pending, self._pending = self._pending, set()
+            replan, self._replan = self._replan, False
+        if replan or not woken:
+            self._plan_watches()
+        try:
+            self._report(pending, check_all=replan or not woken)
+        except Exception:  # the watcher must outlive any callback fault
+            log.exception("A file-change callback failed")
 
     def _report(self, named: set[Path], check_all: bool) -> None:
         """Report paths whose key changed, plus those events named (an in-place rewrite within

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kimi_tray.core.clock import Clock, SystemClock
 from kimi_tray.core.errors import LocalFileError, LockTimeout
 from kimi_tray.core.private_dir import ensure_private_dir
 
@@ -247,12 +248,16 @@ def dump_json_like(value: Any, original: bytes | None) -> bytes:
 
 
 class FileLock:
-    """An exclusive OS lock on a file (flock), as the Python Kimi CLI takes on kimi-code.lock."""
+    """An exclusive OS lock on a file (flock), as the Python Kimi CLI takes on kimi-code.lock.
 
-    def __init__(self, path: Path, timeout: float = 10.0, poll: float = 0.05) -> None:
+    `clock` paces the waiting for another holder (tests pass a fake one)."""
+
+    def __init__(self, path: Path, timeout: float = 10.0, poll: float = 0.05, *,
+                 clock: Clock | None = None) -> None:
         self.path = path
         self.timeout = timeout
         self.poll = poll
+        self._clock = clock or SystemClock()
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -261,19 +266,19 @@ class FileLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise LocalFileError(f"Could not open lock {self.path}: {exc.strerror or exc}.") from None
-        deadline = time.monotonic() + self.timeout
+        deadline = self._clock.monotonic() + self.timeout
         while True:
             try:
                 _lock_fd(fd)
                 self._fd = fd
                 return
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if self._clock.monotonic() >= deadline:
                     os.close(fd)
                     raise LockTimeout(
                         f"Another program held {self.path} for more than {self.timeout:g} s."
                     ) from None
-                time.sleep(self.poll)
+                self._clock.wait(threading.Event(), self.poll)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -316,16 +321,20 @@ class DirectoryLock:
     """The TypeScript Kimi Code CLI's lock (proper-lockfile): `mkdir <sentinel>.lock`.
 
     Stale after `stale` seconds without an mtime update; the holder touches it every stale/2.
+    `clock` paces the waiting and judges the age (tests pass a fake one); the touching runs on
+    real time, as the other program reads real mtimes.
     """
 
     def __init__(
-        self, sentinel: Path, timeout: float = 10.0, stale: float = 5.0, poll: float = 0.1
+        self, sentinel: Path, timeout: float = 10.0, stale: float = 5.0, poll: float = 0.1, *,
+        clock: Clock | None = None,
     ) -> None:
         self.sentinel = sentinel
         self.lock_dir = sentinel.with_name(sentinel.name + ".lock")
         self.timeout = timeout
         self.stale = stale
         self.poll = poll
+        self._clock = clock or SystemClock()
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
 
@@ -334,7 +343,7 @@ class DirectoryLock:
         if not self.sentinel.exists():
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.sentinel, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        deadline = time.monotonic() + self.timeout
+        deadline = self._clock.monotonic() + self.timeout
         while True:
             try:
                 os.mkdir(self.lock_dir)
@@ -342,11 +351,11 @@ class DirectoryLock:
             except FileExistsError:
                 if self._remove_if_stale():
                     continue
-                if time.monotonic() >= deadline:
+                if self._clock.monotonic() >= deadline:
                     raise LockTimeout(
                         f"Another program held {self.lock_dir} for more than {self.timeout:g} s."
                     ) from None
-                time.sleep(self.poll)
+                self._clock.wait(threading.Event(), self.poll)
             except OSError as exc:
                 raise LocalFileError(
                     f"Could not create lock {self.lock_dir}: {exc.strerror or exc}."
@@ -357,7 +366,7 @@ class DirectoryLock:
 
     def _remove_if_stale(self) -> bool:
         try:
-            age = time.time() - self.lock_dir.stat().st_mtime
+            age = self._clock.now() - self.lock_dir.stat().st_mtime
         except FileNotFoundError:
             return True
         if age <= self.stale:
