@@ -26,10 +26,9 @@ from watchdog.events import (
     FileOpenedEvent,
     FileSystemEvent,
 )
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from kimi_tray.platform.watch import FileWatcher
+from kimi_tray.platform.watch import FileWatcher, WatchdogEvents
 
 
 class Told(list[Path]):
@@ -45,8 +44,9 @@ class Rig:
     def __init__(self, *paths: Path) -> None:
         self.told = Told()
         self.watcher = FileWatcher(paths, self.told)
-        self.observer: BaseObserver = Observer(timeout=3600)
-        self.watcher._observer = self.observer
+        self.source = WatchdogEvents()  # its observer not started: no thread, no inotify
+        self.observer: BaseObserver = self.source._observer
+        self.watcher._observer = self.source
         self.watcher._plan_watches()
 
     def watched(self) -> set[Path]:
@@ -297,8 +297,10 @@ def test_a_watcher_never_started_stops_fine(creds: Path) -> None:
 def test_stop_stops_the_observer_thread(creds: Path) -> None:
     watcher = FileWatcher([creds], Told()).start()
     assert watcher._thread is not None and watcher._thread.name == "kimi-file-watch"
-    observer = watcher._observer
-    assert observer is not None and observer.is_alive()
+    source = watcher._observer
+    assert isinstance(source, WatchdogEvents)
+    observer = source._observer
+    assert observer.is_alive()
     watcher.stop()
     assert watcher.events_active is False
     assert not observer.is_alive(), "no watchdog thread left behind"
@@ -365,8 +367,9 @@ def test_an_observer_that_fails_to_start_is_cleaned_up_quietly(creds: Path, monk
 def test_a_failing_observer_stop_does_not_fail_the_shutdown(creds: Path, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="kimi_tray.platform.watch")
     watcher = FileWatcher([creds], Told()).start()
-    observer = watcher._observer
-    assert observer is not None
+    source = watcher._observer
+    assert isinstance(source, WatchdogEvents)
+    observer = source._observer
 
     def refuse() -> None:
         raise RuntimeError("emitter gone")
