@@ -129,7 +129,7 @@ def test_a_traceback_already_formatted_is_masked_too() -> None:
 def test_the_log_file_and_its_rotations_are_private(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
-        handler = logs.PrivateRotatingFileHandler(tmp_path / "x.log", maxBytes=200, backupCount=2)
+        handler = logs.PrivateRotatingFileHandler(tmp_path / "x.log", max_bytes=200, backups=2)
         handler.setFormatter(logging.Formatter("%(message)s"))
         for n in range(20):
             handler.emit(logging.LogRecord("t", logging.INFO, __file__, 1, f"line {n:03d} " + "x" * 40,
@@ -156,7 +156,7 @@ def test_setup_logging_writes_to_the_named_file_in_a_private_directory(tmp_path:
     assert "not at INFO" not in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     handler = next(h for h in logging.getLogger().handlers if isinstance(h, logs.PrivateRotatingFileHandler))
-    assert (handler.maxBytes, handler.backupCount, handler.encoding) == (1_000_000, 3, "utf-8")
+    assert (handler.max_bytes, handler.backups, handler.encoding) == (1_000_000, 3, "utf-8")
 
 
 def test_an_existing_loose_log_directory_is_tightened(tmp_path: Path) -> None:
