@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,22 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() == 0:
         subprocess.run(["chattr", "-i", str(directory)], check=False)
     directory.chmod(0o700)
+
+
+@pytest.fixture
+def glib_loop() -> Iterator[None]:
+    """A GLib main loop on a thread of its own, running before the test starts and gone after
+    it (a loop told to quit before it ran would run on, and take later tests' GLib calls)."""
+    from gi.repository import GLib
+
+    loop = GLib.MainLoop()
+    thread = threading.Thread(target=loop.run, name="glib-loop", daemon=True)
+    thread.start()
+    assert wait_for(loop.is_running, timeout=5)
+    yield
+    loop.quit()
+    thread.join(5)
+    assert not thread.is_alive()
 
 
 @pytest.fixture

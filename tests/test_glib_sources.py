@@ -17,18 +17,6 @@ from kimi_tray.platform.watch import GioEvents, PathEvent
 from tests.conftest import have, require, wait_for
 
 
-@pytest.fixture
-def glib_loop() -> Iterator[None]:
-    from gi.repository import GLib
-
-    loop = GLib.MainLoop()
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    yield
-    loop.quit()
-    thread.join(5)
-
-
 class Events(list[tuple[str, str]]):
     def __call__(self, event: PathEvent) -> None:
         self.append((os.fsdecode(event.src_path), os.fsdecode(event.dest_path)))

@@ -373,3 +373,35 @@ def test_the_hand_off_leaves_the_kimi_file_as_it_is_and_masks_its_tokens(setting
     assert newest_on_disk(mine, source(settings)).access_token == "at-disk-newer-1234"
     assert stat.S_IMODE(kimi_file(home).stat().st_mode) == 0o644
     assert logs.redact("at-disk-newer-1234 rt-disk-newer-1234") == "[redacted] [redacted]"
+
+
+
+def test_a_rewrite_landing_while_openclaw_is_looked_at_still_makes_the_hand_off_due(
+        settings: Settings, home: Path, calls_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another program rewrites the file between the two reads of one look (the profile check,
+    then the problems scan): the view lists the old token as a problem yet names ours, and the
+    hand-off must still be due. Seen in an engine test about one run in three: the old token
+    then stayed in OpenClaw until the next renewal."""
+    clock = FakeClock(NOW)
+    path = profiles_file(settings)
+    creds = on_disk(home, "at-1", NOW + 900)
+    handoff = make(settings, clock)
+    handoff.sync(creds, source(settings))
+    target = handoff.target
+    scan = target.find_problems
+
+    def rewritten_meanwhile(token: Token) -> list:
+        data = read_json(path)
+        data["profiles"]["kimi-coding:default"]["access"] = "at-old"
+        path.write_text(json.dumps(data))
+        return scan(token)
+
+    monkeypatch.setattr(target, "find_problems", rewritten_meanwhile)
+    handoff.recheck(creds)
+    monkeypatch.undo()
+    view = handoff.memory.state.openclaw
+    assert view.state != "in_sync" and "holds an older token" in view.detail
+    assert handoff.due(creds)
+    handoff.sync_if_due(creds, source(settings))
+    assert read_json(path)["profiles"]["kimi-coding:default"]["access"] == "at-1"
+    assert handoff.memory.state.openclaw.state == "in_sync"

@@ -67,12 +67,8 @@ def logind_listener(request: pytest.FixtureRequest) -> Iterator:
     if request.param == "jeepney":
         yield LogindListener
         return
-    from gi.repository import GLib
-
-    loop = GLib.MainLoop()
-    threading.Thread(target=loop.run, daemon=True).start()
+    request.getfixturevalue("glib_loop")
     yield GLibLogindListener
-    loop.quit()
 
 
 def test_logind_listener_hears_the_wake_and_not_the_sleep(system_bus, logind_listener) -> None:

@@ -39,12 +39,8 @@ def kimi_code(home: Path) -> Path:
 def watcher_for(home: Path, request: pytest.FixtureRequest):
     watchers: list[FileWatcher] = []
     glib = request.param == "glib"
-    loop = None
-    if glib:  # the tray's gtk backend runs this loop on its main thread
-        from gi.repository import GLib
-
-        loop = GLib.MainLoop()
-        threading.Thread(target=loop.run, daemon=True).start()
+    if glib:  # the tray's gtk backend runs GLib's loop on its main thread; here on a thread
+        request.getfixturevalue("glib_loop")
 
     def start(*paths: Path, **kwargs) -> tuple[FileWatcher, Seen]:
         seen = Seen()
@@ -55,8 +51,6 @@ def watcher_for(home: Path, request: pytest.FixtureRequest):
     yield start
     for watcher in watchers:
         watcher.stop()
-    if loop is not None:
-        loop.quit()
 
 
 def atomic_replace(path: Path, data: dict) -> None:

@@ -6,6 +6,7 @@ The only engine module that asks the OpenClaw target what kind it is (off, resta
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from kimi_tray.core import logs
@@ -132,7 +133,9 @@ class Handoff(Owned):
         if view.state != "in_sync":
             log.info("OpenClaw's copy changed outside kimi-tray (%s); handing the token over again.",
                      view.detail)
-            self.memory.state.openclaw = view
+            # Not "holds this token" any more, whatever the view says (a view with problems keeps
+            # the token's fingerprint): otherwise due() would see nothing to hand over.
+            self.memory.state.openclaw = replace(view, token_fp="")
             self.memory.save()
             self.next_sync = 0.0
 
