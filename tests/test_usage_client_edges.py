@@ -101,14 +101,14 @@ def test_the_request_bounds_the_whole_reply_and_its_size() -> None:
     assert request.max_bytes == MAX_REPLY and request.form is None
 
 
-@pytest.mark.parametrize("failure, name, words", [
-    (ExchangeFailed("connect_timeout"), "", "did not answer in time"),
-    (ExchangeFailed("read_timeout"), "", "did not answer in time"),
-    (ExchangeFailed("broken", "ReplyTooLarge"), "", "sent a reply far too large to be usage"),
-    (ExchangeFailed("broken", "RemoteProtocolError"), "", "(RemoteProtocolError)"),
-    (ExchangeFailed("unreachable"), "", "(unreachable)"),
+@pytest.mark.parametrize("failure, words", [
+    (ExchangeFailed("connect_timeout"), "did not answer in time"),
+    (ExchangeFailed("read_timeout"), "did not answer in time"),
+    (ExchangeFailed("broken", "ReplyTooLarge"), "sent a reply far too large to be usage"),
+    (ExchangeFailed("broken", "RemoteProtocolError"), "(RemoteProtocolError)"),
+    (ExchangeFailed("unreachable"), "(unreachable)"),
 ])
-def test_each_way_a_request_fails_has_its_words(failure: ExchangeFailed, name: str, words: str) -> None:
+def test_each_way_a_request_fails_has_its_words(failure: ExchangeFailed, words: str) -> None:
     client = UsageClient("https://api.example.com/v1", exchange=Answers(failure))
     with pytest.raises(TransientError) as caught:
         client.fetch("t", NOW)
