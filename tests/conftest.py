@@ -125,6 +125,17 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
+def system_bus(tmp_path: Path) -> Iterator:
+    """A private system bus where the test plays logind (tests/support/system_bus.py)."""
+    require(have("dbus-daemon"), "dbus-daemon")
+    from tests.support.system_bus import SystemBus
+
+    bus = SystemBus(tmp_path / "bus")
+    yield bus
+    bus.stop()
+
+
+@pytest.fixture
 def glib_loop() -> Iterator[None]:
     """A GLib main loop on a thread of its own, running before the test starts and gone after
     it (a loop told to quit before it ran would run on, and take later tests' GLib calls)."""

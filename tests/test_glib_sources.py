@@ -5,16 +5,13 @@ thread of the test (the tray's gtk backend runs that loop on its main thread).""
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from kimi_tray.platform.resume import GLibLogindListener
 from kimi_tray.platform.watch import GioEvents, PathEvent
-from tests.conftest import have, require, wait_for
+from tests.conftest import wait_for
+from tests.support.system_bus import Counter
 
 
 class Events(list[tuple[str, str]]):
@@ -70,28 +67,8 @@ def test_unwatch_and_stop_end_the_events(tmp_path: Path, glib_loop: None) -> Non
     assert seen == []
 
 
-class Woken:
-    def __init__(self) -> None:
-        self.count = 0
-        self.event = threading.Event()
-
-    def __call__(self) -> None:
-        self.count += 1
-        self.event.set()
-
-
-@pytest.fixture
-def system_bus(tmp_path: Path) -> Iterator:
-    require(have("dbus-daemon"), "dbus-daemon")
-    from tests.support.system_bus import SystemBus
-
-    bus = SystemBus(tmp_path / "bus")
-    yield bus
-    bus.stop()
-
-
 def test_the_glib_listener_hears_only_the_wake_and_stops_hearing(system_bus, glib_loop: None) -> None:
-    woken = Woken()
+    woken = Counter()
     listener = GLibLogindListener(woken, address=system_bus.address).start()
     assert listener.ready.is_set()
     system_bus.prepare_for_sleep(True)
@@ -110,7 +87,7 @@ def test_the_glib_listener_without_a_bus_is_ready_and_quiet(tmp_path: Path, capl
     import logging
 
     caplog.set_level(logging.INFO, logger="kimi_tray.platform.resume")
-    listener = GLibLogindListener(Woken(), address=f"unix:path={tmp_path / 'no-bus'}").start()
+    listener = GLibLogindListener(Counter(), address=f"unix:path={tmp_path / 'no-bus'}").start()
     assert listener.ready.is_set()
     listener.stop()
     (note,) = [r for r in caplog.records if r.name == "kimi_tray.platform.resume"]

@@ -12,7 +12,6 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,31 +31,12 @@ from kimi_tray.platform.resume import (
     WindowsPowerListener,
     resume_listener,
 )
-from tests.conftest import ROOT, have, kimi_file, read_json, require, wait_for, write_credentials
+from tests.conftest import ROOT, kimi_file, read_json, require, wait_for, write_credentials
 from tests.support.clock import FakeClock
+from tests.support.system_bus import Counter
 
 RESUME_WITHIN = 5.0
 TWO_HOURS = 7200
-
-
-@pytest.fixture
-def system_bus(tmp_path: Path) -> Iterator:
-    require(have("dbus-daemon"), "dbus-daemon")
-    from tests.support.system_bus import SystemBus
-
-    bus = SystemBus(tmp_path / "bus")
-    yield bus
-    bus.stop()
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.count = 0
-        self.event = threading.Event()
-
-    def __call__(self) -> None:
-        self.count += 1
-        self.event.set()
 
 
 # ----------------------------------------------------------------------------- the listener

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,29 +25,9 @@ from kimi_tray.platform.resume import (
     is_wake_signal,
     resume_listener,
 )
-from tests.conftest import have, require
+from tests.support.system_bus import Counter
 
 LOGIND = DBusAddress(LOGIND_PATH, bus_name="org.freedesktop.login1", interface=LOGIND_INTERFACE)
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.count = 0
-        self.event = threading.Event()
-
-    def __call__(self) -> None:
-        self.count += 1
-        self.event.set()
-
-
-@pytest.fixture
-def system_bus(tmp_path: Path) -> Iterator:
-    require(have("dbus-daemon"), "dbus-daemon")
-    from tests.support.system_bus import SystemBus
-
-    bus = SystemBus(tmp_path / "bus")
-    yield bus
-    bus.stop()
 
 
 # -- Linux

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -67,3 +68,15 @@ class SystemBus:
         self.proc.wait(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+class Counter:
+    """A resume callback that counts its calls and can be waited for."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.event.set()
