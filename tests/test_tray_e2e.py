@@ -278,6 +278,38 @@ def test_bad_config_starts_with_defaults_says_so_once_and_sigterm_stops_cleanly(
         tray.stop()
 
 
+@pytest.mark.parametrize("backend", ["xorg", "gtk"])
+def test_icon_docks_when_the_panel_starts_after_it(tray_env, home, oauth_server, tmp_path,
+                                                   backend) -> None:
+    """At login the panel may start after kimi-tray. pystray's xorg backend docks only when the
+    icon is shown or its picture changes, so it stayed invisible until the next state change;
+    it now docks when the panel announces itself (the system tray spec's MANAGER message)."""
+    require(not missing_tools(), "the desktop test tools")
+    (tmp_path / "late").mkdir()
+    session = Desktop(tmp_path / "late").start(tray_host=False)
+    try:
+        write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 880)
+        tray = Tray({**tray_env, **session.env, "PYSTRAY_BACKEND": backend}, session,
+                    tmp_path / "late.log")
+        try:
+            time.sleep(1)  # the icon has tried to dock and found no panel
+            assert not _docked(tray.geometry()), tray.geometry()
+            session.start_tray_host()
+            assert wait_for(lambda: _docked(tray.geometry()), timeout=5), \
+                (tray.geometry(), tray.output())
+            assert tray.wait_state("fresh", tmp_path / "late.png", timeout=5) == "fresh"
+        finally:
+            tray.stop()
+    finally:
+        session.stop()
+
+
+def _docked(geometry: tuple[int, int, int, int]) -> bool:
+    """Inside trayer's panel (the top right 240 x 48 of a 1024 px wide screen)."""
+    x, y, w, h = geometry
+    return x >= 784 and y < 48 and w >= 16 and h >= 16
+
+
 def test_no_tray_host_is_said_once_and_renewal_goes_on(env, home, oauth_server, tmp_path) -> None:
     require(not missing_tools(), "the desktop test tools")
     (tmp_path / "bare").mkdir()

@@ -159,6 +159,33 @@ def _enable_clicks_on_xorg(icon: Any) -> None:
     display.flush()
 
 
+def _dock_when_a_tray_appears(icon: Any) -> None:
+    """pystray's xorg backend (0.19.5) docks only when the icon is shown or redrawn, so a panel
+    that starts after us (as at login) never showed it until the picture changed. A new tray
+    announces itself with a MANAGER message on the root window (the system tray spec): dock then."""
+    window, display = getattr(icon, "_window", None), getattr(icon, "_display", None)
+    if window is None or display is None:
+        return
+    import Xlib.X
+
+    display.screen().root.change_attributes(event_mask=Xlib.X.StructureNotifyMask)
+    display.flush()
+    manager = display.intern_atom("MANAGER")
+    previous = icon._message_handlers.get(Xlib.X.ClientMessage, lambda event: None)
+
+    def on_client_message(event: Any) -> None:
+        if event.client_type != manager:
+            previous(event)
+        elif event.data[1][1] == icon._net_system_tray_sx:
+            log.info("A system tray appeared; docking the icon in it.")
+            try:
+                icon._assert_docked()
+            except AssertionError:  # it left again at once; its successor will announce itself
+                log.debug("The new system tray was gone before the icon docked")
+
+    icon._message_handlers[Xlib.X.ClientMessage] = on_client_message
+
+
 def add_error_badge(image: Image.Image) -> None:
     """A grey square with a white '!' in the lower right corner: something is misconfigured."""
     from PIL import ImageDraw
@@ -215,6 +242,7 @@ class TrayApp:
         if backend == "xorg":
             _enable_clicks_on_xorg(self.icon)
             _draw_on_panel_background(self.icon)
+            _dock_when_a_tray_appears(self.icon)
         self.ui = ui_thread.for_icon(self.icon)
 
     # ----------------------------------------------------------------- menu

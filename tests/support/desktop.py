@@ -61,9 +61,7 @@ class Desktop:
         self.env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={bus}"
         _wait(bus.exists, "dbus-daemon")
         if tray_host:
-            self._spawn(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width",
-                         "240", "--heighttype", "pixel", "--height", "48", "--transparent", "false",
-                         "--tint", "0x333333", "--SetDockType", "true"], "trayer.log", self.env)
+            self._spawn_tray_host()
         # dunst's context menu (`dunstctl context`) asks "dmenu" which action to run: this one
         # picks the button whose label is in $DESKTOP_DIR/pick, as a user clicking it would.
         picker = self.directory / "pick-action"
@@ -75,10 +73,23 @@ class Desktop:
         self._spawn(["dbus-monitor", "--session", "interface='org.freedesktop.Notifications'"],
                     "notifications.log", self.env)
         if tray_host:
-            _wait(lambda: "panel" in self.windows(), "trayer")
+            self._wait_for_tray_host()
         _wait(lambda: "org.freedesktop.Notifications" in self.bus_names(), "dunst")
         time.sleep(0.5)
         return self
+
+    def start_tray_host(self) -> None:
+        """A panel that starts after the apps, as one can at login."""
+        self._spawn_tray_host()
+        self._wait_for_tray_host()
+
+    def _spawn_tray_host(self) -> None:
+        self._spawn(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width",
+                     "240", "--heighttype", "pixel", "--height", "48", "--transparent", "false",
+                     "--tint", "0x333333", "--SetDockType", "true"], "trayer.log", self.env)
+
+    def _wait_for_tray_host(self) -> None:
+        _wait(lambda: "panel" in self.windows(), "trayer")
 
     def _spawn(self, args: list[str], log_name: str, extra_env: dict[str, str],
                pass_fds: tuple[int, ...] = ()) -> None:
@@ -106,7 +117,7 @@ class Desktop:
     def icon_geometry(self, title_prefix: str = "Kimi") -> tuple[int, int, int, int] | None:
         """(x, y, width, height) on screen of the docked icon window whose title starts so."""
         pattern = re.compile(
-            '"' + re.escape(title_prefix) + r'[^"]*":.*?(\d+)x(\d+)[+-]\d+[+-]\d+\s+\+(-?\d+)\+(-?\d+)'
+            '"' + re.escape(title_prefix) + r'[^"]*":.*?(\d+)x(\d+)[+-]-?\d+[+-]-?\d+\s+\+(-?\d+)\+(-?\d+)'
         )
         for line in self.windows().splitlines():
             match = pattern.search(line)
