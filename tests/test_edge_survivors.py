@@ -5,7 +5,6 @@ while another reader looks, and the GLib event sources chosen when the caller ru
 
 from __future__ import annotations
 
-import fcntl
 import locale
 import logging
 import os
@@ -165,6 +164,7 @@ def test_one_backup_keeps_the_previous_log(handler: PrivateRotatingFileHandler, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.log", "k.log.1"]
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX modes")
 def test_the_log_is_private_from_the_instant_it_exists(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A reader who opens the file before its chmod keeps reading it after: so it must be made
@@ -205,9 +205,12 @@ def test_the_config_file_is_utf8_whatever_the_locale_says(tmp_path: Path) -> Non
 
 
 # ----------------------------------------------------------------- one instance
+@pytest.mark.skipif(os.name == "nt", reason="flock: Windows locks one byte, never shared")
 def test_another_status_reading_at_the_same_moment_is_not_a_running_instance(tmp_path: Path) -> None:
     """Two `status` (or `doctor`) checks at once: each takes the lock shared, so neither sees
     the other as a tray or daemon."""
+    import fcntl
+
     lock = InstanceLock(tmp_path)
     lock.acquire()
     lock.release()  # a record left by an instance that has ended
