@@ -1,0 +1,205 @@
+"""Engine edges that only a changed line showed untested: the hand-off's remembered OpenClaw, the
+login's token type, the Kimi lock turned off, an earlier request still out, the least gap after a
+renewal another process made, a recovery token the file refuses, and an event on an unchanged-looking
+file.
+
+Real parts: the loopback OAuth server, real credential, state and lock files; a fake clock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kimi_tray.core.config import KIMI_CLIENT_ID, Settings
+from kimi_tray.core.errors import LoginNeeded, TransientError
+from kimi_tray.engine.commands import FileChanged, StartLogin, Stop
+from kimi_tray.engine.handoff import Handoff
+from kimi_tray.engine.login import device_login
+from kimi_tray.engine.memory import Memory
+from kimi_tray.engine.recovery import RECOVERY_FILE, Unsaved, write_recovery
+from kimi_tray.engine.renewal import Renewal
+from kimi_tray.engine.scheduler import Engine
+from kimi_tray.kimi.oauth import OAuthClient
+from kimi_tray.stores.credentials import CredentialSource
+from kimi_tray.stores.fileio import DirectoryLock
+from kimi_tray.stores.state import OpenClawMemory, fingerprint
+from tests.conftest import kimi_file, read_json, write_credentials
+from tests.support.clock import FakeClock
+from tests.support.oauth_server import FakeKimiOAuth
+
+NOW = 1_800_000_000.0
+
+
+def renewal_for(settings: Settings, clock: FakeClock, **kwargs: object) -> Renewal:
+    return Renewal(settings.with_overrides(openclaw_mode="off"), clock, Memory(settings.state_dir),
+                   **kwargs)  # type: ignore[arg-type]
+
+
+def quiet_engine(settings: Settings, clock: FakeClock | None = None) -> Engine:
+    return Engine(settings.with_overrides(openclaw_mode="off", usage_enabled=False), clock=clock,
+                  rng=lambda: 0.5)
+
+
+def refreshes(server: FakeKimiOAuth) -> int:
+    return len([r for r in server.requests if r["grant_type"] == "refresh_token"])
+
+
+# ----------------------------------------------------------------------------- hand-off and login
+def test_the_hand_off_starts_from_what_the_state_file_remembers_of_openclaw(settings: Settings) -> None:
+    """What an earlier run learnt (this OpenClaw keeps a JSON file) is used, not asked again."""
+    memory = Memory(settings.state_dir)
+    memory.state.openclaw_memory = OpenClawMemory(version="OpenClaw 2026.9.6", generation="file")
+    handoff = Handoff(settings.with_overrides(openclaw_mode="auto"), FakeClock(NOW), memory)
+    assert handoff.mode == "file"
+    assert handoff.describe().startswith("OpenClaw 2026.9.6: ")
+
+
+def test_a_login_saves_the_token_type_the_server_gave(oauth_server: FakeKimiOAuth, home: Path) -> None:
+    issue = oauth_server.issue
+    oauth_server.issue = lambda: {**issue(), "token_type": "DPoP"}  # type: ignore[method-assign]
+    oauth_server.device_script = ["ok"]
+    source = CredentialSource(kimi_file(home), home / ".kimi", "kimi-cli")
+    creds = device_login(OAuthClient(oauth_server.url, KIMI_CLIENT_ID), source, 5, clock=FakeClock())
+    assert read_json(kimi_file(home))["token_type"] == "DPoP" and creds.token_type == "DPoP"
+
+
+# ----------------------------------------------------------------------------- the Kimi lock
+def test_a_turned_off_kimi_lock_is_not_waited_for(settings: Settings, home: Path,
+                                                   oauth_server: FakeKimiOAuth) -> None:
+    """KIMI_TRAY_KIMI_LOCK=off: the TypeScript CLI's lock directory, held by someone, is ignored."""
+    share = home / ".kimi-code"
+    path = share / "credentials" / "kimi-code.json"
+    write_credentials(path, oauth_server.issue(), NOW + 10)
+    source = CredentialSource(path, share, "kimi-code")
+    renewal = renewal_for(settings.with_overrides(kimi_lock_disabled=True, lock_timeout=0.2),
+                          FakeClock(NOW), source=source)
+    with DirectoryLock(share / "oauth" / "kimi-code", timeout=1):
+        creds, renewed = renewal.refresh_once()
+    assert renewed and read_json(path)["refresh_token"] == creds.refresh_token
+    assert oauth_server.successful_refreshes == 1
+
+
+# ----------------------------------------------------------------------------- an earlier request
+def test_the_loop_is_told_at_once_that_an_earlier_request_is_still_out(settings: Settings, home: Path,
+                                                                       oauth_server: FakeKimiOAuth) -> None:
+    """Without a deadline (the engine's loop) nothing is waited for: its answer wakes the loop."""
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 10)
+    oauth_server.fail_next("late:1.5")
+    renewal = renewal_for(settings.with_overrides(locked_http_timeout=0.1, http_timeout=0.3),
+                          FakeClock(NOW))
+    with pytest.raises(TransientError):
+        renewal.refresh_once()
+    started = time.monotonic()
+    with pytest.raises(TransientError) as caught:
+        renewal.refresh_once()
+    assert time.monotonic() - started < 0.5
+    assert str(caught.value) == "An earlier refresh is still waiting for the Kimi OAuth server's answer."
+    assert oauth_server.refresh_calls == 1
+
+
+def test_an_earlier_request_is_waited_for_only_until_it_is_given_up(settings: Settings, home: Path,
+                                                                    oauth_server: FakeKimiOAuth) -> None:
+    """Its own give-up time ends the wait, though the caller's deadline is later."""
+    clock = FakeClock(NOW)
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 10)
+    oauth_server.fail_next("late:2")
+    renewal = renewal_for(settings.with_overrides(locked_http_timeout=0.1, http_timeout=0.3), clock)
+    with pytest.raises(TransientError):
+        renewal.refresh_once()
+    earlier = renewal._earlier_request
+    assert earlier is not None
+    earlier.give_up_at = time.monotonic() + 0.2
+    started = time.monotonic()
+    with pytest.raises(LoginNeeded):  # its token was spent by the earlier request
+        renewal.refresh_once(deadline=clock.monotonic() + 30)
+    assert time.monotonic() - started < 1.0
+    assert oauth_server.refresh_calls == 2
+
+
+# ----------------------------------------------------------------------------- the least gap
+@pytest.mark.parametrize("ago", [0.0, 0.5])
+def test_a_renewal_another_process_made_just_now_holds_the_gap(settings: Settings, home: Path,
+                                                               oauth_server: FakeKimiOAuth, ago: float) -> None:
+    """`kimi-tray renew` renewed 0 or 0.5 s ago (the state file says so) and the file's token is due
+    already: this engine, which made no refresh itself, still waits out the least gap."""
+    clock = FakeClock(NOW)
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 100)
+    memory = Memory(settings.state_dir)
+    memory.state.last_renewal = NOW - ago
+    memory.save()
+    engine = quiet_engine(settings, clock)
+    engine.step()
+    assert refreshes(oauth_server) == 0
+    clock.advance(225 - ago)  # a quarter of the 900 s lifetime
+    engine.step()
+    assert refreshes(oauth_server) == 1
+
+
+# ----------------------------------------------------------------------------- a recovery token
+def test_a_recovery_token_the_file_refuses_does_not_force_a_refresh(settings: Settings, home: Path,
+                                                                    oauth_server: FakeKimiOAuth) -> None:
+    """A newer login is in the file: the kept token is dropped, and the fresh login is not renewed."""
+    clock = FakeClock(NOW)
+    login = oauth_server.issue()
+    write_credentials(kimi_file(home), login, NOW + 800)
+    recovery = settings.state_dir / RECOVERY_FILE
+    assert write_recovery(recovery, Unsaved("at-kept", "rt-kept", NOW + 900, 900, "kimi-code", "Bearer",
+                                            fingerprint("rt-older"), "the disk was full"))
+    engine = quiet_engine(settings, clock)
+    assert engine.renewal.pending is not None
+    engine.step()
+    assert refreshes(oauth_server) == 0 and not recovery.exists()
+    assert engine.status.expires_at == NOW + 800
+    assert read_json(kimi_file(home))["refresh_token"] == login["refresh_token"]
+
+
+# ----------------------------------------------------------------------------- events
+def test_an_event_rereads_a_file_whose_time_size_and_inode_look_unchanged(settings: Settings, home: Path,
+                                                                          oauth_server: FakeKimiOAuth) -> None:
+    """A coarse-timestamp file system: a same-size rewrite within the same tick; the event says it."""
+    clock = FakeClock(NOW)
+    path = write_credentials(kimi_file(home), oauth_server.issue(), NOW + 800)
+    engine = quiet_engine(settings, clock)
+    engine.step()
+    assert engine.status.expires_at == NOW + 800
+    before = path.stat()
+    newer = oauth_server.issue()
+    write_credentials(path, newer, NOW + 850)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_size, after.st_ino) == (before.st_mtime_ns, before.st_size,
+                                                                before.st_ino)
+    engine.step()
+    assert engine.status.expires_at == NOW + 800, "no event: the unchanged-looking file is not read"
+    engine.send(FileChanged(path))
+    engine.step()
+    assert engine.status.expires_at == NOW + 850
+
+
+# ----------------------------------------------------------------------------- stopping
+def test_a_stop_during_a_step_cancels_the_login_under_way(settings: Settings, home: Path,
+                                                          oauth_server: FakeKimiOAuth) -> None:
+    oauth_server.device_interval = 30.0  # the login waits between polls: only a cancel ends it early
+    oauth_server.device_script = ["pending"]
+    write_credentials(kimi_file(home), oauth_server.issue(), time.time() + 800)
+    engine = quiet_engine(settings)
+    before = set(threading.enumerate())
+    workers: list[threading.Thread] = []
+
+    def stop_once_the_login_runs(status: object) -> None:
+        if getattr(status, "login_in_progress", False) and not workers:
+            workers.extend(t for t in set(threading.enumerate()) - before if t.name == "kimi-login")
+            engine.send(Stop())
+
+    engine.add_listener(stop_once_the_login_runs)
+    engine.send(StartLogin())
+    engine.start()
+    assert not engine.join(5.0)
+    assert len(workers) == 1
+    workers[0].join(2.0)
+    assert not workers[0].is_alive(), "the login worker was cancelled"
