@@ -24,7 +24,7 @@ from kimi_tray.engine.memory import Memory
 from kimi_tray.engine.recovery import RECOVERY_FILE, Unsaved, write_recovery
 from kimi_tray.engine.renewal import Renewal
 from kimi_tray.engine.scheduler import Engine
-from kimi_tray.kimi.oauth import OAuthClient
+from kimi_tray.kimi.oauth import OAuthClient, TokenResponse
 from kimi_tray.stores.credentials import CredentialSource
 from kimi_tray.stores.fileio import DirectoryLock
 from kimi_tray.stores.state import OpenClawMemory, fingerprint
@@ -203,3 +203,85 @@ def test_a_stop_during_a_step_cancels_the_login_under_way(settings: Settings, ho
     assert len(workers) == 1
     workers[0].join(2.0)
     assert not workers[0].is_alive(), "the login worker was cancelled"
+
+
+# ----------------------------------------------------------------------------- rotated meanwhile
+class RotatingMeanwhile(OAuthClient):
+    """Another program renews with our refresh token just before our request reaches the server,
+    writing the file without the Kimi lock (as an old Kimi CLI might), with a field of its own."""
+
+    def __init__(self, server: FakeKimiOAuth, path: Path, clock: FakeClock, takes: float = 0.0) -> None:
+        super().__init__(server.url, KIMI_CLIENT_ID, {})
+        self.server, self.path, self.clock, self.takes = server, path, clock, takes
+        self.theirs: dict | None = None
+
+    def refresh(self, refresh_token, timeout=None) -> TokenResponse:  # type: ignore[no-untyped-def]
+        if self.theirs is None:
+            self.server.valid_refresh.discard(refresh_token)
+            self.theirs = self.server.issue()
+            write_credentials(self.path, self.theirs, NOW + 100, their_field="theirs")
+            self.clock.advance(self.takes)  # our request took that long (on the engine's clock)
+        return super().refresh(refresh_token, timeout)
+
+
+def test_a_token_rotated_meanwhile_is_saved_over_the_file_as_it_is_now(settings: Settings, home: Path,
+                                                                       oauth_server: FakeKimiOAuth) -> None:
+    """The file read before our request is stale: the other program's fields are kept."""
+    clock = FakeClock(NOW)
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 10, our_field="ours")
+    client = RotatingMeanwhile(oauth_server, kimi_file(home), clock)
+    creds, renewed = renewal_for(settings, clock, oauth=client).refresh_once()
+    saved = read_json(kimi_file(home))
+    assert renewed and client.theirs is not None
+    assert saved["refresh_token"] == creds.refresh_token == oauth_server.rotations[-1]["refresh_token"]
+    assert saved["their_field"] == "theirs" and "our_field" not in saved
+
+
+def test_no_second_request_with_a_token_rotated_meanwhile_once_the_time_is_up(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    """Our first request used up the attempt's time: their token is not sent past the deadline."""
+    clock = FakeClock(NOW)
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 10)
+    client = RotatingMeanwhile(oauth_server, kimi_file(home), clock, takes=0.5)
+    renewal = renewal_for(settings, clock, oauth=client)
+    with pytest.raises(TransientError) as caught:
+        renewal.refresh_once(deadline=clock.monotonic() + 1.2)
+    assert str(caught.value) == "No time was left for another attempt."
+    assert oauth_server.refresh_calls == 1 and client.theirs is not None
+    assert read_json(kimi_file(home))["refresh_token"] == client.theirs["refresh_token"]
+
+
+def test_a_slow_answer_is_not_waited_for_past_the_deadline(settings: Settings, home: Path,
+                                                          oauth_server: FakeKimiOAuth) -> None:
+    """One second left of a 5 s HTTP timeout: the wait (under the lock and after it) ends at 1 s."""
+    clock = FakeClock(NOW)
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 10)
+    oauth_server.fail_next("late:1.3")
+    renewal = renewal_for(settings.with_overrides(locked_http_timeout=0.2, http_timeout=5.0), clock)
+    started = time.monotonic()
+    with pytest.raises(TransientError) as caught:
+        renewal.refresh_once(deadline=clock.monotonic() + 1.0)
+    assert 0.9 < time.monotonic() - started < 1.25
+    assert str(caught.value) == f"The Kimi OAuth server at {oauth_server.url} did not answer in time."
+
+
+# ----------------------------------------------------------------------------- which file is managed
+def test_the_managed_file_changes_only_when_it_is_gone_or_an_event_says_so(settings: Settings, home: Path,
+                                                                          oauth_server: FakeKimiOAuth) -> None:
+    """The other CLI's login appears (fresher): polling keeps the file in use while it exists; an
+    event for another file changes nothing; an event for a credential file chooses again."""
+    clock = FakeClock(NOW)
+    ours = write_credentials(kimi_file(home), oauth_server.issue(), NOW + 800)
+    engine = quiet_engine(settings, clock)
+    engine.step()
+    assert engine.status.credentials_file == str(ours)
+    theirs = write_credentials(home / ".kimi-code" / "credentials" / "kimi-code.json",
+                               oauth_server.issue(), NOW + 850)
+    engine.step()
+    assert engine.status.credentials_file == str(ours)
+    engine.send(FileChanged(engine.memory.path))
+    engine.step()
+    assert engine.status.credentials_file == str(ours)
+    engine.send(FileChanged(theirs))
+    engine.step()
+    assert engine.status.credentials_file == str(theirs) and engine.status.expires_at == NOW + 850
