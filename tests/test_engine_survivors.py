@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kimi_tray.core.config import KIMI_CLIENT_ID, Settings
-from kimi_tray.core.errors import LoginNeeded, TransientError
+from kimi_tray.core.errors import LockTimeout, LoginNeeded, TransientError
 from kimi_tray.engine.commands import FileChanged, StartLogin, Stop
 from kimi_tray.engine.handoff import Handoff
 from kimi_tray.engine.login import device_login
@@ -26,7 +26,7 @@ from kimi_tray.engine.renewal import Renewal
 from kimi_tray.engine.scheduler import Engine
 from kimi_tray.kimi.oauth import OAuthClient, TokenResponse
 from kimi_tray.stores.credentials import CredentialSource
-from kimi_tray.stores.fileio import DirectoryLock
+from kimi_tray.stores.fileio import DirectoryLock, FileLock
 from kimi_tray.stores.state import OpenClawMemory, fingerprint
 from tests.conftest import kimi_file, read_json, write_credentials
 from tests.support.clock import FakeClock
@@ -285,3 +285,41 @@ def test_the_managed_file_changes_only_when_it_is_gone_or_an_event_says_so(setti
     engine.send(FileChanged(theirs))
     engine.step()
     assert engine.status.credentials_file == str(theirs) and engine.status.expires_at == NOW + 850
+
+
+class RejectedSlowlyWhileAnotherRenews(OAuthClient):
+    """Another program renews with our token while our request is out, and still holds the Kimi
+    lock when the server's (slow) rejection of our token comes."""
+
+    def __init__(self, server: FakeKimiOAuth, home: Path, clock: FakeClock) -> None:
+        super().__init__(server.url, KIMI_CLIENT_ID, {})
+        self.server, self.home, self.clock = server, home, clock
+        self.held: list[FileLock] = []
+
+    def refresh(self, refresh_token, timeout=None) -> TokenResponse:  # type: ignore[no-untyped-def]
+        self.server.valid_refresh.discard(refresh_token)
+        write_credentials(kimi_file(self.home), self.server.issue(), NOW + 800)
+        self.clock.advance(0.7)
+        lock = FileLock(kimi_file(self.home).with_name("kimi-code.lock"), timeout=5)
+        lock.acquire()  # once we have let go of it, waiting outside the lock
+        self.held.append(lock)
+        return super().refresh(refresh_token, timeout)
+
+
+def test_the_lock_after_a_slow_rejection_is_waited_for_only_until_the_deadline(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    clock = FakeClock(NOW)
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 10)
+    client = RejectedSlowlyWhileAnotherRenews(oauth_server, home, clock)
+    renewal = renewal_for(settings.with_overrides(locked_http_timeout=0.1, lock_timeout=2.0), clock,
+                          oauth=client)
+    started = time.monotonic()
+    try:
+        with pytest.raises(LockTimeout) as caught:
+            renewal.refresh_once(deadline=clock.monotonic() + 1.0)
+        assert time.monotonic() - started < 1.0
+    finally:
+        for lock in client.held:
+            lock.release()
+    lock_file = kimi_file(home).with_name("kimi-code.lock")
+    assert str(caught.value) == f"Another program held {lock_file} for more than 0.3 s."
