@@ -28,7 +28,7 @@ from kimi_tray.kimi.oauth import OAuthClient, TokenResponse
 from kimi_tray.stores.credentials import CredentialSource
 from kimi_tray.stores.fileio import DirectoryLock, FileLock
 from kimi_tray.stores.state import OpenClawMemory, fingerprint
-from tests.conftest import kimi_file, read_json, write_credentials
+from tests.conftest import fill_up, kimi_file, read_json, small_tmpfs, write_credentials
 from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
 
@@ -323,3 +323,24 @@ def test_the_lock_after_a_slow_rejection_is_waited_for_only_until_the_deadline(
             lock.release()
     lock_file = kimi_file(home).with_name("kimi-code.lock")
     assert str(caught.value) == f"Another program held {lock_file} for more than 0.3 s."
+
+
+# ----------------------------------------------------------------------------- a nearly full disk
+def test_a_recovery_token_goes_into_the_space_proven_before_it_is_saved(settings: Settings, tmp_path: Path,
+                                                                        oauth_server: FakeKimiOAuth) -> None:
+    """One page left on the disk: the space reserved when the save was prepared takes the token;
+    a second temp file would not fit."""
+    share = tmp_path / "share"
+    with small_tmpfs(share):
+        cred = write_credentials(share / "credentials" / "kimi-code.json", oauth_server.issue(), NOW + 10)
+        old = read_json(cred)["refresh_token"]
+        assert write_recovery(settings.state_dir / RECOVERY_FILE,
+                              Unsaved("at-kept", "rt-kept", NOW + 900, 900, "kimi-code", "Bearer",
+                                      fingerprint(old), "the disk was full"))
+        renewal = renewal_for(settings.with_overrides(kimi_share_dir=share), FakeClock(NOW))
+        fill_up(share)
+        with open(share / "filler", "r+b") as filler:
+            filler.truncate(os.fstat(filler.fileno()).st_size - 4096)
+        creds, recovered = renewal.refresh_once()
+        assert recovered and creds.refresh_token == "rt-kept" == read_json(cred)["refresh_token"]
+    assert oauth_server.refresh_calls == 0
