@@ -344,3 +344,23 @@ def test_a_recovery_token_goes_into_the_space_proven_before_it_is_saved(settings
         creds, recovered = renewal.refresh_once()
         assert recovered and creds.refresh_token == "rt-kept" == read_json(cred)["refresh_token"]
     assert oauth_server.refresh_calls == 0
+
+
+# ----------------------------------------------------------------------------- a wall clock set back
+def test_a_short_token_due_by_the_monotonic_clock_is_renewed_though_the_wall_clock_was_set_back(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth) -> None:
+    """A 300 s token is due at 150 s left, by its own lifetime (not the 450 s of an unknown one):
+    with the wall clock 200 s back, the file says 350 s left, and the refresh must still run."""
+    clock = FakeClock(NOW)
+    oauth_server.lifetime = 300
+    write_credentials(kimi_file(home), oauth_server.issue(), NOW + 300, expires_in=300)
+    engine = quiet_engine(settings, clock)
+    engine.step()
+    clock.jump_wall(-200)
+    clock.advance(149.5)
+    engine.step()
+    assert refreshes(oauth_server) == 0
+    clock.advance(0.5)
+    engine.step()
+    assert oauth_server.successful_refreshes == 1
+    assert engine.status.expires_at == clock.now() + 300
