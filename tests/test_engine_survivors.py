@@ -17,7 +17,7 @@ import pytest
 
 from kimi_tray.core.config import KIMI_CLIENT_ID, Settings
 from kimi_tray.core.errors import LockTimeout, LoginNeeded, TransientError
-from kimi_tray.engine.commands import FileChanged, StartLogin, Stop
+from kimi_tray.engine.commands import FileChanged, RenewNow, StartLogin, Stop, WatchUsage
 from kimi_tray.engine.handoff import Handoff
 from kimi_tray.engine.login import device_login
 from kimi_tray.engine.memory import Memory
@@ -31,6 +31,7 @@ from kimi_tray.stores.state import OpenClawMemory, fingerprint
 from tests.conftest import fill_up, kimi_file, read_json, small_tmpfs, write_credentials
 from tests.support.clock import FakeClock
 from tests.support.oauth_server import FakeKimiOAuth
+from tests.support.usage_server import FakeKimiUsage
 
 NOW = 1_800_000_000.0
 
@@ -364,3 +365,33 @@ def test_a_short_token_due_by_the_monotonic_clock_is_renewed_though_the_wall_clo
     engine.step()
     assert oauth_server.successful_refreshes == 1
     assert engine.status.expires_at == clock.now() + 300
+
+
+# ----------------------------------------------------------------------------- usage after a renewal
+def test_a_renewal_after_refused_tokens_fetches_the_quota_without_the_backoff(
+        settings: Settings, home: Path, oauth_server: FakeKimiOAuth, usage_server: FakeKimiUsage) -> None:
+    """The usage server refused the token twice and renewing failed both times (backoff now 120 s):
+    once a renewal works, the quota is asked for after the least gap (60 s), not the backoff."""
+    clock = FakeClock(NOW)
+    tokens = oauth_server.issue()
+    write_credentials(kimi_file(home), tokens, NOW + 800)
+    usage_server.rejected_tokens.add(tokens["access_token"])
+    oauth_server.fail_always("500")
+    engine = Engine(settings.with_overrides(openclaw_mode="off"), clock=clock, rng=lambda: 0.5)
+    engine.send(WatchUsage())
+    engine.step()
+    clock.advance(60)
+    engine.step()
+    assert usage_server.count == 2 and oauth_server.successful_refreshes == 0
+    oauth_server.clear_faults()
+    clock.advance(1)
+    engine.send(RenewNow())
+    engine.step()
+    assert oauth_server.successful_refreshes == 1 and usage_server.count == 2
+    clock.advance(58.5)
+    engine.step()
+    assert usage_server.count == 2
+    clock.advance(0.5)
+    engine.step()
+    assert usage_server.count == 3
+    assert engine.status.usage is not None and engine.status.usage.error == ""
