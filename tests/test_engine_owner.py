@@ -176,6 +176,7 @@ def test_every_change_of_engine_state_happens_on_the_engine_thread(settings: Set
         for sender in senders:
             sender.join()
         assert wait_for(lambda: oauth_server.successful_refreshes == 1, timeout=15)
+        faces.wait(lambda s: s.last_renewal is not None)  # saved: an outside write now comes after it
         write_credentials(path, oauth_server.issue(), time.time() + 870)  # the watcher's thread reports it
         written = read_json(path)["expires_at"]
         faces.wait(lambda s: s.expires_at == written)

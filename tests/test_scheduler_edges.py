@@ -250,6 +250,27 @@ def test_a_rejected_token_asks_for_a_login_and_stops_trying(quiet: Settings, hom
     assert refreshes(oauth_server) == 2
 
 
+@pytest.mark.parametrize("failure", ["401", "500"])
+def test_a_login_from_elsewhere_seen_without_an_event_clears_the_old_failure(
+        quiet: Settings, home: Path, oauth_server: FakeKimiOAuth, failure: str) -> None:
+    """A network filesystem or a missed event: the new login is seen by the step's own look at
+    the file, and the rejected (or failing) old token's message goes with it."""
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=100)
+    if failure == "401":
+        oauth_server.revoke_all()
+    else:
+        oauth_server.fail_always("500")
+    engine = make(quiet, clock)
+    engine.step()
+    assert engine.status.message, "the failure is shown"
+    oauth_server.clear_faults()
+    clock.advance(1)
+    write_credentials(kimi_file(home), oauth_server.issue(), clock.now() + 880)  # `kimi login`
+    engine.step()
+    assert (engine.status.health, engine.status.message, engine.status.failures) == (Health.FRESH, "", 0)
+
+
 def test_a_transient_failure_right_after_a_resume_is_retried_quickly(quiet: Settings, home: Path,
                                                                      oauth_server: FakeKimiOAuth) -> None:
     clock = FakeClock()

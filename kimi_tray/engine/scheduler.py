@@ -194,7 +194,8 @@ class Engine(Owned):
         requested = self._take_commands()
         if self.renewal.take_late_answers():
             self._next_attempt = 0.0
-        self._reload_if_changed()
+        if self._reload_if_changed():
+            self._forget_failures()  # a login or renewal from elsewhere, seen without an event
         if self.routine:
             self._routine(now, requested)
         return self._next_delay(self._publish())
@@ -282,7 +283,7 @@ class Engine(Owned):
             return
         # A new login replaces any dead token: forget it, and hand OpenClaw the new one.
         self.renewal.record_new_token()
-        self._failures, self._next_attempt, self._message = 0, 0.0, ""
+        self._forget_failures()
         self._reload_if_changed(force=True)
         view, _ = self.handoff.sync(report.credentials, self.renewal.source)
         self._login = LoginView(report.attempt, "done",
@@ -368,6 +369,9 @@ class Engine(Owned):
 
     # ----------------------------------------------------------------- the file and the schedule
     def _reload_if_changed(self, force: bool = False) -> bool:
+        """Read the credential file again if it changed (or when forced). True when the refresh
+        token is not the one held before: the file was replaced, renewed, logged into or removed."""
+        before = self._creds.refresh_token if self._creds else None
         source = self.renewal.source
         if not self.renewal.fixed_source and not source.exists():
             source = self.renewal.reselect_source()
@@ -380,15 +384,18 @@ class Engine(Owned):
             return False
         self._file_key = key
         self._creds, self._load_error = None, ""
-        if key is None:
-            return True
-        try:
-            creds = source.load()
-            logs.register_secret(creds.access_token, creds.refresh_token)
-            self._creds = creds
-        except LocalFileError as exc:
-            self._load_error = str(exc)
-        return True
+        if key is not None:
+            try:
+                creds = source.load()
+                logs.register_secret(creds.access_token, creds.refresh_token)
+                self._creds = creds
+            except LocalFileError as exc:
+                self._load_error = str(exc)
+        return (self._creds.refresh_token if self._creds else None) != before
+
+    def _forget_failures(self) -> None:
+        """The failures (and their message) were a token's that is gone now."""
+        self._failures, self._next_attempt, self._message = 0, 0.0, ""
 
     def _login_needed(self, now: float) -> str:
         """Why a new login is needed, or "" (the builder's rule, without building a whole Status)."""
@@ -468,7 +475,7 @@ class Engine(Owned):
         self._publish()
         try:
             creds, renewed = self.renewal.refresh_once(force=force)
-            self._failures, self._next_attempt, self._message = 0, 0.0, ""
+            self._forget_failures()
             self.handoff.next_sync = 0.0
             if renewed:
                 log.info("Renewed the Kimi token; it now lasts %.0f s.", creds.expires_at - self.clock.now())
@@ -549,12 +556,9 @@ class Engine(Owned):
             self.memory.reload_if_changed_outside()
         openclaw_paths = paths - {state_path} - credential_paths
         if paths & credential_paths:
-            before = self._creds.refresh_token if self._creds else None
             self.renewal.reselect_source()
-            self._reload_if_changed(force=True)
-            if (self._creds.refresh_token if self._creds else None) != before:
-                # A token from elsewhere: the failures were the old token's, and so is their message.
-                self._failures, self._next_attempt, self._message = 0, 0.0, ""
+            if self._reload_if_changed(force=True):
+                self._forget_failures()
         if openclaw_paths:
             self.handoff.recheck(self._creds)
 
