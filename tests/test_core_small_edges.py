@@ -100,12 +100,12 @@ def test_each_error_exits_with_its_code() -> None:
 def test_a_transient_error_carries_its_retry_hints() -> None:
     plain = TransientError("Server busy.")
     assert str(plain) == "Server busy."
-    assert (plain.retry_after, plain.slow, plain.maybe_sent) == (None, False, False)
-    hinted = TransientError("Timed out.", retry_after=42.5, slow=True, maybe_sent=True)
-    assert (hinted.retry_after, hinted.slow, hinted.maybe_sent) == (42.5, True, True)
+    assert (plain.retry_after, plain.maybe_sent) == (None, False)
+    hinted = TransientError("Timed out.", retry_after=42.5, maybe_sent=True)
+    assert (hinted.retry_after, hinted.maybe_sent) == (42.5, True)
     assert str(hinted) == "Timed out."
     locked = LockTimeout("Held.", retry_after=3.0)
-    assert (str(locked), locked.retry_after, locked.slow, locked.maybe_sent) == ("Held.", 3.0, False, False)
+    assert (str(locked), locked.retry_after, locked.maybe_sent) == ("Held.", 3.0, False)
 
 
 # ----------------------------------------------------------------------------- the system clock

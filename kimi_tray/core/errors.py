@@ -23,11 +23,9 @@ class LoginNeeded(KimiTrayError):
 class TransientError(KimiTrayError):
     """Network trouble or a server fault: worth retrying after a pause."""
 
-    def __init__(self, message: str, retry_after: float | None = None, slow: bool = False,
-                 maybe_sent: bool = False) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, maybe_sent: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-        self.slow = slow  # a timeout: the next attempt is made outside the Kimi lock
         self.maybe_sent = maybe_sent  # the server may have received it (and rotated the token)
 
 

@@ -183,8 +183,7 @@ class Renewal(Owned):
             if not call.wait(whole - (time.monotonic() - started)) and call.abandon():
                 self._earlier_request = call
                 raise TransientError(
-                    f"The Kimi OAuth server at {self.oauth.host} did not answer in time.",
-                    slow=True, maybe_sent=True)
+                    f"The Kimi OAuth server at {self.oauth.host} did not answer in time.", maybe_sent=True)
             try:
                 token = self._outcome(call, creds.refresh_token)
             except LoginNeeded:
@@ -259,7 +258,7 @@ class Renewal(Owned):
                                                     self._time_left(deadline))
             if not call.wait(wait) and not call.expired:
                 raise TransientError("An earlier refresh is still waiting for the Kimi OAuth "
-                                     "server's answer.", slow=True)
+                                     "server's answer.")
         self._earlier_request = None
 
     def _late_answer(self, token: TokenResponse, replaced: str) -> None:
@@ -320,7 +319,7 @@ class Renewal(Owned):
                 self._earlier_request = second
                 raise TransientError(
                     f"The Kimi OAuth server at {self.oauth.host} did not answer in time.",
-                    slow=True, maybe_sent=True) from None
+                    maybe_sent=True) from None
             return self._outcome(second, again.refresh_token), again
 
     def _save_new(self, token: TokenResponse, replaced: str, prepared: PreparedWrite) -> Credentials:

@@ -187,10 +187,10 @@ class OAuthClient:
     def _transient(self, exc: ExchangeFailed) -> TransientError:
         if exc.failure == "connect_timeout":
             return TransientError(
-                f"The Kimi OAuth server at {self.host} did not accept a connection in time.", slow=True)
+                f"The Kimi OAuth server at {self.host} did not accept a connection in time.")
         if exc.failure == "read_timeout":
             return TransientError(f"The Kimi OAuth server at {self.host} did not answer in time.",
-                                  slow=True, maybe_sent=True)
+                                  maybe_sent=True)
         if exc.failure == "unreachable":
             return TransientError(f"Could not reach the Kimi OAuth server at {self.host}.")
         return TransientError(
