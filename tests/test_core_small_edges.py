@@ -36,6 +36,28 @@ def test_every_directory_made_is_0700_whatever_the_umask(tmp_path: Path) -> None
     assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
 
 
+def test_a_new_directory_is_never_open_to_others_not_even_before_its_chmod(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made 0700 by mkdir itself (the usual umask 022 would leave 0755 until the chmod)."""
+    from kimi_tray.core import private_dir
+
+    seen: list[int] = []
+    real_chmod = os.chmod
+
+    def chmod(path: str | os.PathLike[str], mode: int) -> None:
+        seen.append(stat.S_IMODE(os.stat(path).st_mode))
+        real_chmod(path, mode)
+
+    old = os.umask(0o022)
+    monkeypatch.setattr(private_dir.os, "chmod", chmod)
+    try:
+        ensure_private_dir(tmp_path / "state")
+    finally:
+        os.umask(old)
+        monkeypatch.undo()
+    assert seen == [0o700]
+
+
 @pytest.mark.parametrize("mode", [0o710, 0o701, 0o750, 0o770, 0o707])
 def test_any_access_for_others_is_tightened(tmp_path: Path, mode: int) -> None:
     directory = tmp_path / "d"

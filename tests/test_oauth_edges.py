@@ -268,15 +268,28 @@ def test_a_per_call_timeout_overrides_the_clients() -> None:
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(1)  # accepts the connection, never answers
+    listener.listen(1)
+    done = threading.Event()
+
+    def hold_then_hang_up() -> None:
+        """Accepts the connection and never answers; hangs up after 5 s, so a client that lost
+        its timeout fails in seconds instead of waiting forever."""
+        connection, _ = listener.accept()
+        done.wait(5)
+        connection.close()
+
+    holder = threading.Thread(target=hold_then_hang_up, daemon=True)
+    holder.start()
     try:
         host = f"http://127.0.0.1:{listener.getsockname()[1]}"
         started = time.monotonic()
         with pytest.raises(TransientError, match="did not answer in time") as info:
             OAuthClient(host, KIMI_CLIENT_ID, timeout=30).refresh("rt", timeout=0.3)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 4
         assert info.value.maybe_sent
     finally:
+        done.set()
+        holder.join(5)
         listener.close()
 
 

@@ -1,0 +1,35 @@
+"""The in-process exchange at its limits: a reply exactly as large as allowed is read, one byte
+more is refused; a broken connection is named, as the OAuth client's message shows it."""
+
+from __future__ import annotations
+
+import pytest
+
+from kimi_tray.core.config import KIMI_CLIENT_ID
+from kimi_tray.kimi.exchange import ExchangeFailed, HttpxExchange, Request
+from tests.support.oauth_server import FakeKimiOAuth
+
+
+def token_request(server: FakeKimiOAuth, max_bytes: int = 1 << 20) -> Request:
+    form = {"grant_type": "refresh_token", "refresh_token": server.issue()["refresh_token"],
+            "client_id": KIMI_CLIENT_ID}
+    return Request("POST", server.url + "/api/oauth/token", form=form, max_bytes=max_bytes)
+
+
+def test_a_reply_of_exactly_the_limit_is_read_and_one_byte_more_is_not(oauth_server: FakeKimiOAuth) -> None:
+    exchange = HttpxExchange()
+    size = len(exchange.send(token_request(oauth_server)).body)
+    assert size > 100  # a whole token answer
+    assert len(exchange.send(token_request(oauth_server, max_bytes=size)).body) == size
+    with pytest.raises(ExchangeFailed) as caught:
+        exchange.send(token_request(oauth_server, max_bytes=size - 1))
+    assert (caught.value.failure, caught.value.name) == ("broken", "ReplyTooLarge")
+
+
+@pytest.mark.parametrize("fault, name", [("reset", "ReadError"), ("drop", "RemoteProtocolError")])
+def test_a_broken_connection_is_named(fault: str, name: str, oauth_server: FakeKimiOAuth) -> None:
+    request = token_request(oauth_server)
+    oauth_server.fail_next(fault)
+    with pytest.raises(ExchangeFailed) as caught:
+        HttpxExchange().send(request)
+    assert (caught.value.failure, caught.value.name) == ("broken", name)
