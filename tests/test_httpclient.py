@@ -93,9 +93,8 @@ def test_certificate_variables_from_the_environment_are_ignored(
     assert context.cert_store_stats()["x509_ca"] > 50  # the certifi bundle's authorities
 
 
-def test_a_given_transport_is_used_as_it_is(fresh_tls: None) -> None:
-    """Tests hand their own transport: it does its own TLS, and no context is built for it."""
+def test_a_given_transport_is_used_as_it_is() -> None:
+    """Tests hand their own transport (it does its own TLS)."""
     transport = httpx.MockTransport(lambda request: httpx.Response(204))
     with new_client(None, 5.0, transport) as client:
         assert client.get("https://example.invalid/").status_code == 204
-    assert httpclient._tls is None

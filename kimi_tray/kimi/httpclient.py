@@ -38,7 +38,5 @@ def new_client(headers: dict[str, str] | None, timeout: float,
     """A client that never follows redirects nor reads proxies or certificates from the environment."""
     import httpx
 
-    # A given transport (tests) does its own TLS; only the default one needs the context.
-    verify: ssl.SSLContext | bool = tls_context() if transport is None else True
     return httpx.Client(headers=headers or {}, timeout=timeout, transport=transport,
-                        follow_redirects=False, trust_env=False, verify=verify)
+                        follow_redirects=False, trust_env=False, verify=tls_context())
