@@ -271,6 +271,32 @@ def test_a_login_from_elsewhere_seen_without_an_event_clears_the_old_failure(
     assert (engine.status.health, engine.status.message, engine.status.failures) == (Health.FRESH, "", 0)
 
 
+def test_a_login_landing_right_after_the_rejection_clears_it(quiet: Settings, home: Path,
+                                                              oauth_server: FakeKimiOAuth) -> None:
+    """`kimi login` elsewhere lands just after our refresh of the old token was rejected (here:
+    as the engine logs the rejection): the rejection was the old token's."""
+    clock = FakeClock()
+    seed(home, oauth_server, clock, left=100)
+    oauth_server.revoke_all()
+    fresh = oauth_server.issue()
+
+    class LoginElsewhere(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "Run `kimi-tray login`" in record.getMessage():
+                write_credentials(kimi_file(home), fresh, clock.now() + 880)
+
+    handler = LoginElsewhere()
+    logging.getLogger("kimi_tray.engine.scheduler").addHandler(handler)
+    try:
+        engine = make(quiet, clock)
+        engine.step()
+    finally:
+        logging.getLogger("kimi_tray.engine.scheduler").removeHandler(handler)
+    assert refreshes(oauth_server) == 1
+    assert read_json(kimi_file(home))["refresh_token"] == fresh["refresh_token"]
+    assert (engine.status.health, engine.status.message, engine.status.failures) == (Health.FRESH, "", 0)
+
+
 def test_a_transient_failure_right_after_a_resume_is_retried_quickly(quiet: Settings, home: Path,
                                                                      oauth_server: FakeKimiOAuth) -> None:
     clock = FakeClock()

@@ -370,7 +370,7 @@ class Engine(Owned):
     # ----------------------------------------------------------------- the file and the schedule
     def _reload_if_changed(self, force: bool = False) -> bool:
         """Read the credential file again if it changed (or when forced). True when the refresh
-        token is not the one held before: the file was replaced, renewed, logged into or removed."""
+        token is not the one held before: renewed, logged into, removed or unreadable."""
         before = self._creds.refresh_token if self._creds else None
         source = self.renewal.source
         if not self.renewal.fixed_source and not source.exists():
@@ -483,7 +483,8 @@ class Engine(Owned):
         except LoginNeeded as exc:
             self._message = str(exc)
             log.warning("%s Run `kimi-tray login` (or use Log in... in the tray).", exc)
-            self._reload_if_changed(force=True)
+            if self._reload_if_changed(force=True):
+                self._forget_failures()  # a new login landed meanwhile: the rejection was the old token's
         except TransientError as exc:
             self._failures += 1
             delay = backoff_delay(self._failures, exc.retry_after, self.rng)
@@ -497,7 +498,8 @@ class Engine(Owned):
             self._next_attempt = self.clock.now() + backoff_delay(self._failures, None, self.rng)
             self._message = str(exc)
             log.error("%s", exc)
-            self._reload_if_changed(force=True)
+            if self._reload_if_changed(force=True):
+                self._forget_failures()
         finally:
             self._renewing = False
 
