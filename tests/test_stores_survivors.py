@@ -15,7 +15,7 @@ import pytest
 
 from kimi_tray.core.checks import Check
 from kimi_tray.core.config import Settings
-from kimi_tray.core.errors import OpenClawError
+from kimi_tray.core.errors import LocalFileError, OpenClawError
 from kimi_tray.stores import fileio
 from kimi_tray.stores.fileio import DirectoryLock, check_replaceable
 from kimi_tray.stores.openclaw import cli_target as cli_module
@@ -87,6 +87,14 @@ def test_on_windows_a_regular_file_is_replaceable_without_asking_for_inode_flags
         windows.setitem(sys.modules, "fcntl", None)  # as on Windows: no fcntl to import
         windows.setattr(fileio.os, "name", "nt")
         check_replaceable(target)
+
+
+def test_a_target_that_cannot_be_looked_at_is_named_with_the_reason(tmp_path: Path) -> None:
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    with pytest.raises(LocalFileError) as caught:
+        check_replaceable(blocker / "x")
+    assert str(caught.value) == f"Could not read {blocker / 'x'}: Not a directory."
 
 
 def test_a_lock_released_while_we_look_at_it_is_taken_at_once(tmp_path: Path) -> None:
@@ -206,16 +214,18 @@ def test_a_carried_over_legacy_profile_of_token_type_is_kept_current(settings: S
                                              ("kimi-coding", "kimi-coding:default")]
 
 
-def test_a_profile_openclaw_names_no_id_for_is_shown_without_one(settings: Settings) -> None:
+def test_a_profile_openclaw_names_no_id_for_is_said_so_with_a_fix_that_works(settings: Settings) -> None:
+    """No id to log out by: the fix is to look, not a logout command missing its argument."""
     target = CliTarget(settings, OpenClawMemory(kimi_plugin=True))
     target.last_report = {"auth": {"oauth": {"profiles": [{"provider": "kimi", "type": "token"}]}}}
     assert target.find_problems(Token(ACCESS, NOW + 900), NOW) == [Problem(
-        "OpenClaw's Kimi profile  (provider kimi) holds an older token.",
-        "openclaw models auth logout  --yes")]
+        "OpenClaw's Kimi profile (no id) (provider kimi) holds an older token.",
+        "openclaw models status")]
     report = {"auth": {"oauth": {"providers": [{"provider": "kimi", "effectiveProfiles": [
-        {"type": "api_key"}, {"profileId": "kimi:oauth"}]}]}}}
+        {"type": "api_key"}, {"profileId": "kimi:oauth"}, {"type": "token", "profileId": "kimi:x"}]}]}}}
     assert auth_order_problems(report, "kimi", "kimi:oauth") == [Problem(
-        "OpenClaw uses  before kimi:oauth", "openclaw models auth order set --provider kimi kimi:oauth",
+        "OpenClaw uses a profile with no id before kimi:oauth",
+        "openclaw models auth order set --provider kimi kimi:oauth kimi:x",
         fatal=False, check="openclaw auth order")]
 
 

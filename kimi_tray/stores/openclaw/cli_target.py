@@ -185,11 +185,15 @@ class CliTarget:
             profile_id = str(profile.get("profileId") or "")
             if profile.get("type") not in ("token", "oauth") or self._holds(profile_id, token.access):
                 continue
-            fix = ("kimi-tray renew" if profile_id in maintained
-                   else f"openclaw models auth logout {profile_id} --yes")
+            if profile_id in maintained:
+                fix = "kimi-tray renew"
+            elif profile_id:
+                fix = f"openclaw models auth logout {profile_id} --yes"
+            else:  # nothing to name it by: the user has to look
+                fix = "openclaw models status"
             problems.append(Problem(
-                f"OpenClaw's Kimi profile {profile_id} (provider {profile.get('provider')}) holds "
-                "an older token.", fix))
+                f"OpenClaw's Kimi profile {profile_id or '(no id)'} (provider {profile.get('provider')}) "
+                "holds an older token.", fix))
         return problems + auth_order_problems(self.last_report, PROVIDER, self.profile_id)
 
     def watched_files(self) -> list[Path]:
@@ -222,7 +226,7 @@ def auth_order_problems(report: dict[str, Any], provider: str, ours: str) -> lis
         return []
     if order[0] == ours:
         return [Problem(f"{ours} is used first", "", fatal=False, check="openclaw auth order")]
-    others = " ".join(p for p in order if p != ours)
-    return [Problem(f"OpenClaw uses {order[0]} before {ours}",
+    others = " ".join(p for p in order if p and p != ours)
+    return [Problem(f"OpenClaw uses {order[0] or 'a profile with no id'} before {ours}",
                     f"openclaw models auth order set --provider {provider} {ours} {others}".strip(),
                     fatal=effective[0].get("type") in ("token", "oauth"), check="openclaw auth order")]
