@@ -34,6 +34,7 @@ def test_every_directory_made_is_0700_whatever_the_umask(tmp_path: Path) -> None
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700  # the parent it made too
 
 
 def test_a_new_directory_is_never_open_to_others_not_even_before_its_chmod(
@@ -51,11 +52,11 @@ def test_a_new_directory_is_never_open_to_others_not_even_before_its_chmod(
     old = os.umask(0o022)
     monkeypatch.setattr(private_dir.os, "chmod", chmod)
     try:
-        ensure_private_dir(tmp_path / "state")
+        ensure_private_dir(tmp_path / "local" / "state")
     finally:
         os.umask(old)
         monkeypatch.undo()
-    assert seen == [0o700]
+    assert seen == [0o700, 0o700]
 
 
 @pytest.mark.parametrize("mode", [0o710, 0o701, 0o750, 0o770, 0o707])

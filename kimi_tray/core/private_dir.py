@@ -11,7 +11,9 @@ from kimi_tray.core.errors import LocalFileError
 
 
 def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
-    """Create a directory (and parents) the way the Kimi CLIs do: mode 0700 for what we create.
+    """Create a directory (and parents) the way the Kimi CLIs do: mode 0700 for what we create,
+    missing parents included (as the XDG base directory spec asks; mkdir's own `parents` would
+    leave them to the umask).
 
     `tighten` also brings an existing directory of ours down to 0700 (older versions made 0755).
     """
@@ -22,7 +24,9 @@ def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
                     os.chmod(directory, 0o700)
         return
     try:
-        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
+        for path in [*reversed(directory.parents), directory]:
+            if not path.exists():
+                path.mkdir(mode=0o700, exist_ok=True)
+                os.chmod(path, 0o700)
     except OSError as exc:
         raise LocalFileError(f"Could not create {directory}: {exc.strerror or exc}.") from None
