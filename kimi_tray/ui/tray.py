@@ -182,6 +182,8 @@ def _dock_when_a_tray_appears(icon: Any) -> None:
                 icon._assert_docked()
             except AssertionError:  # it left again at once; its successor will announce itself
                 log.debug("The new system tray was gone before the icon docked")
+            except Exception:  # anything escaping here would end pystray's event loop
+                log.warning("Could not dock the icon in the new system tray", exc_info=True)
 
     icon._message_handlers[Xlib.X.ClientMessage] = on_client_message
 
