@@ -5,17 +5,18 @@ while another reader looks, and the GLib event sources chosen when the caller ru
 
 from __future__ import annotations
 
-import locale
 import logging
 import os
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kimi_tray.core.config import KIMI_CLIENT_ID, load_settings
+from kimi_tray.core.config import KIMI_CLIENT_ID
 from kimi_tray.core.errors import TransientError
 from kimi_tray.core.logs import PrivateRotatingFileHandler
 from kimi_tray.kimi.exchange import ExchangeFailed, Reply, Request
@@ -24,6 +25,8 @@ from kimi_tray.kimi.usage_client import USAGES_PATH, UsageClient
 from kimi_tray.platform.resume import GLibLogindListener, LogindListener, resume_listener
 from kimi_tray.platform.single_instance import LOCK_NAME, InstanceLock, running_instance
 from kimi_tray.platform.watch import FileWatcher
+from tests.conftest import ROOT
+from tests.support.mutation import child_env
 
 NOW = 1_800_000_000.0
 GOOD = b'{"access_token": "at-new", "refresh_token": "rt-new", "expires_in": 900}'
@@ -190,17 +193,21 @@ def test_the_log_is_private_from_the_instant_it_exists(tmp_path: Path,
 
 # ----------------------------------------------------------------- the config file
 def test_the_config_file_is_utf8_whatever_the_locale_says(tmp_path: Path) -> None:
-    """Windows' locale is cp1252 and a C locale is ASCII: the file is UTF-8 all the same."""
+    """Windows' locale is cp1252 and a C locale is ASCII: the file is UTF-8 all the same. Run in
+    a child with the C locale as it is (Python would otherwise switch itself to UTF-8 there)."""
     config = tmp_path / "config.toml"
     config.write_text('log_dir = "/var/tmp/journ\u00e9es"\n', encoding="utf-8")
-    env = {"HOME": str(tmp_path), "KIMI_TRAY_CONFIG": str(config)}
-    saved = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
-        settings = load_settings(env)
-    finally:
-        locale.setlocale(locale.LC_CTYPE, saved)
-    assert settings.log_dir == Path("/var/tmp/journ\u00e9es")
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(tmp_path),
+           "KIMI_TRAY_CONFIG": str(config), "LC_ALL": "C", "PYTHONUTF8": "0",
+           "PYTHONCOERCECLOCALE": "0", **child_env(ROOT)}
+    code = ("import locale, os; from kimi_tray.core.config import load_settings; "
+            "print(locale.getpreferredencoding(False)); print(ascii(str(load_settings(os.environ).log_dir)))")
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    encoding, log_dir = result.stdout.split()
+    assert encoding != "UTF-8"  # the child really reads with the C locale's encoding by default
+    assert log_dir == ascii("/var/tmp/journ\u00e9es")
 
 
 # ----------------------------------------------------------------- one instance
