@@ -24,9 +24,8 @@ def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
                     os.chmod(directory, 0o700)
         return
     try:
-        for path in [*reversed(directory.parents), directory]:
-            if not path.exists():
-                path.mkdir(mode=0o700, exist_ok=True)
-                os.chmod(path, 0o700)
+        for path in [*(parent for parent in reversed(directory.parents) if not parent.exists()), directory]:
+            path.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(path, 0o700)
     except OSError as exc:
         raise LocalFileError(f"Could not create {directory}: {exc.strerror or exc}.") from None
