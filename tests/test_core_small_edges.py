@@ -59,6 +59,30 @@ def test_a_new_directory_is_never_open_to_others_not_even_before_its_chmod(
     assert seen == [0o700, 0o700]
 
 
+def test_starts_that_make_the_same_directories_at_once_all_succeed(tmp_path: Path) -> None:
+    """The tray and a `kimi-tray status` started together both make the state directory:
+    whoever loses the race finds it made, which is no error."""
+    for round_ in range(20):
+        directory = tmp_path / str(round_) / "state" / "kimi-tray"
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def make(directory: Path = directory, start: threading.Barrier = start,
+                 errors: list[BaseException] = errors) -> None:
+            start.wait()
+            try:
+                ensure_private_dir(directory)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=make) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert errors == [] and stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
 @pytest.mark.parametrize("mode", [0o710, 0o701, 0o750, 0o770, 0o707])
 def test_any_access_for_others_is_tightened(tmp_path: Path, mode: int) -> None:
     directory = tmp_path / "d"
