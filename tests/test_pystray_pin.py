@@ -1,5 +1,6 @@
 """kimi-tray reaches into pystray's xorg backend (its private `_window` and `_display`, to make the
-menu-less icon take clicks); pystray is pinned, and this notices when the pin or the internals move."""
+menu-less icon take clicks; its message handlers and docking, to dock in a tray that starts after
+it); pystray is pinned, and this notices when the pin or the internals move."""
 
 from __future__ import annotations
 
@@ -32,3 +33,16 @@ def test_the_private_xorg_attributes_we_patch_still_exist() -> None:
     create = create[: create.index("\n    def ", 1)]
     assert "event_mask=Xlib.X.ExposureMask | Xlib.X.StructureNotifyMask," in create
     assert "ButtonPressMask" not in create
+
+
+def test_the_private_xorg_docking_we_use_still_exists() -> None:
+    """A system tray that appears later is met with pystray's own docking, through its table of
+    X event handlers; and pystray itself still docks only when shown or redrawn."""
+    spec = importlib.util.find_spec("pystray")
+    assert spec is not None and spec.origin is not None
+    source = (Path(spec.origin).parent / "_xorg.py").read_text()
+    assert "self._message_handlers = {" in source
+    assert "self._message_handlers.get(event.type" in source
+    assert re.search(r"def _assert_docked\(self\):", source)
+    assert re.search(r"self\._net_system_tray_sx = self\._display\.intern_atom\(", source)
+    assert "MANAGER" not in source  # the day pystray handles it, our handler can go
