@@ -26,28 +26,11 @@ from kimi_tray.platform.resume import GLibLogindListener, LogindListener, resume
 from kimi_tray.platform.single_instance import LOCK_NAME, InstanceLock, running_instance
 from kimi_tray.platform.watch import FileWatcher
 from tests.conftest import ROOT
+from tests.support.exchange import ScriptedExchange
 from tests.support.mutation import child_env
 
 NOW = 1_800_000_000.0
 GOOD = b'{"access_token": "at-new", "refresh_token": "rt-new", "expires_in": 900}'
-
-
-class Recorded:
-    """An exchange that keeps what was sent and answers from a list."""
-
-    def __init__(self, *outcomes: Reply | ExchangeFailed) -> None:
-        self.outcomes = list(outcomes)
-        self.sent: list[Request] = []
-
-    def send(self, request: Request) -> Reply:
-        self.sent.append(request)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, ExchangeFailed):
-            raise outcome
-        return outcome
-
-    def close(self) -> None:
-        pass
 
 
 # ----------------------------------------------------------------- requests
@@ -57,7 +40,7 @@ class Recorded:
 ])
 def test_the_oauth_host_loses_only_its_trailing_slash(host: str, base: str) -> None:
     """A real server may not fold `//api/...` into `/api/...` as Python's test server does."""
-    exchange = Recorded(Reply(200, GOOD))
+    exchange = ScriptedExchange(Reply(200, GOOD))
     OAuthClient(host, KIMI_CLIENT_ID, exchange=exchange, now=lambda: NOW).refresh("rt-old")
     assert [request.url for request in exchange.sent] == [base + TOKEN_PATH]
 
@@ -67,14 +50,14 @@ def test_the_oauth_host_loses_only_its_trailing_slash(host: str, base: str) -> N
     ("https://gateway.example.com/kimi-X/", "https://gateway.example.com/kimi-X"),
 ])
 def test_the_usage_base_loses_only_its_trailing_slash(url: str, base: str) -> None:
-    exchange = Recorded(Reply(200, b"[]"))
+    exchange = ScriptedExchange(Reply(200, b"[]"))
     with pytest.raises(TransientError):
         UsageClient(url, exchange=exchange).fetch("at", NOW)
     assert [request.url for request in exchange.sent] == [base + USAGES_PATH]
 
 
 def test_a_short_connect_timeout_under_the_lock_reaches_the_request() -> None:
-    exchange = Recorded(Reply(200, GOOD))
+    exchange = ScriptedExchange(Reply(200, GOOD))
     client = OAuthClient("https://auth.example.com", KIMI_CLIENT_ID, timeout=30, exchange=exchange,
                          now=lambda: NOW)
     client.refresh("rt-old", timeout=Timeouts(connect=0.5, read=4.0))
@@ -83,7 +66,7 @@ def test_a_short_connect_timeout_under_the_lock_reaches_the_request() -> None:
 
 
 def test_no_connection_in_time_is_said_and_surely_not_sent() -> None:
-    exchange = Recorded(ExchangeFailed("connect_timeout"))
+    exchange = ScriptedExchange(ExchangeFailed("connect_timeout"))
     client = OAuthClient("https://auth.example.com", KIMI_CLIENT_ID, exchange=exchange)
     with pytest.raises(TransientError) as caught:
         client.refresh("rt-old")
@@ -107,7 +90,7 @@ def test_a_request_crosses_to_the_child_process_unchanged(request_: Request) -> 
 # ----------------------------------------------------------------- usage errors (shown in status)
 def test_a_huge_usage_reply_is_said_in_plain_words() -> None:
     client = UsageClient("https://api.example.com/v1",
-                         exchange=Recorded(ExchangeFailed("broken", "ReplyTooLarge")))
+                         exchange=ScriptedExchange(ExchangeFailed("broken", "ReplyTooLarge")))
     with pytest.raises(TransientError) as caught:
         client.fetch("at", NOW)
     assert str(caught.value) == "the usage server sent a reply far too large to be usage"
@@ -118,7 +101,7 @@ def test_a_huge_usage_reply_is_said_in_plain_words() -> None:
     (b'{"usage": null}', "The Kimi usage reply holds no quota window we can read"),
 ])
 def test_a_reply_without_usage_says_what_is_wrong(body: bytes, words: str) -> None:
-    client = UsageClient("https://api.example.com/v1", exchange=Recorded(Reply(200, body)))
+    client = UsageClient("https://api.example.com/v1", exchange=ScriptedExchange(Reply(200, body)))
     with pytest.raises(TransientError) as caught:
         client.fetch("at", NOW)
     assert str(caught.value) == words

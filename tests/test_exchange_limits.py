@@ -10,15 +10,13 @@ import time
 
 import pytest
 
-from kimi_tray.core.config import KIMI_CLIENT_ID
 from kimi_tray.kimi.exchange import ExchangeFailed, HttpxExchange, Request
+from tests.support.exchange import refresh_request
 from tests.support.oauth_server import FakeKimiOAuth
 
 
 def token_request(server: FakeKimiOAuth, max_bytes: int = 1 << 20) -> Request:
-    form = {"grant_type": "refresh_token", "refresh_token": server.issue()["refresh_token"],
-            "client_id": KIMI_CLIENT_ID}
-    return Request("POST", server.url + "/api/oauth/token", form=form, max_bytes=max_bytes)
+    return refresh_request(server, server.issue()["refresh_token"], max_bytes=max_bytes)
 
 
 def test_a_reply_of_exactly_the_limit_is_read_and_one_byte_more_is_not(oauth_server: FakeKimiOAuth) -> None:

@@ -24,6 +24,7 @@ from kimi_tray.kimi.exchange import ExchangeFailed, HttpxExchange, Request
 from kimi_tray.kimi.oauth import OAuthClient, Timeouts
 from kimi_tray.stores.state import fingerprint
 from tests.conftest import ROOT, kimi_file, read_json, run_cli, wait_for, write_credentials
+from tests.support.exchange import refresh_request
 from tests.support.mutation import child_env
 from tests.support.oauth_server import FakeKimiOAuth
 
@@ -89,16 +90,13 @@ def test_a_silent_server_is_a_read_timeout_that_may_have_been_sent(oauth_server:
 def test_the_whole_reply_deadline_and_size_limit_hold_in_the_child(oauth_server: FakeKimiOAuth) -> None:
     oauth_server.issue()
     oauth_server.fail_next("trickle:3")
-    request = Request("POST", oauth_server.url + "/api/oauth/token", form={"grant_type": "refresh_token",
-                      "refresh_token": next(iter(oauth_server.valid_refresh)), "client_id": KIMI_CLIENT_ID},
-                      read_timeout=5, whole_timeout=1)
+    request = refresh_request(oauth_server, next(iter(oauth_server.valid_refresh)), read_timeout=5,
+                              whole_timeout=1)
     with pytest.raises(ExchangeFailed) as caught:
         ChildExchange().send(request)
     assert caught.value.failure == "read_timeout"
     tokens = oauth_server.issue()
-    small = Request("POST", oauth_server.url + "/api/oauth/token", max_bytes=10,
-                    form={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
-                          "client_id": KIMI_CLIENT_ID})
+    small = refresh_request(oauth_server, tokens["refresh_token"], max_bytes=10)
     with pytest.raises(ExchangeFailed) as caught:
         ChildExchange().send(small)
     assert (caught.value.failure, caught.value.name) == ("broken", "ReplyTooLarge")

@@ -23,6 +23,7 @@ from kimi_tray.engine.http_child import ACK, NO_ANSWER, ChildExchange, child_exc
 from kimi_tray.engine.recovery import RECOVERY_FILE, read_recovery
 from kimi_tray.kimi.exchange import ExchangeFailed, HttpxExchange, Request
 from kimi_tray.stores.state import fingerprint
+from tests.support.exchange import refresh_request
 from tests.support.oauth_server import FakeKimiOAuth
 
 KEPT_REASON = "kimi-tray stopped before it could save the server's answer."
@@ -36,11 +37,6 @@ class BrokenPipe(io.RawIOBase):
 
     def write(self, _data: Any) -> int:
         raise BrokenPipeError(32, "Broken pipe")
-
-
-def refresh_request(server: FakeKimiOAuth, refresh_token: str) -> Request:
-    return Request("POST", server.url + "/api/oauth/token", form={
-        "grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": KIMI_CLIENT_ID})
 
 
 def run_child(monkeypatch: pytest.MonkeyPatch, request: Request, after: bytes = ACK, *,

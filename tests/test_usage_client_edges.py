@@ -9,8 +9,9 @@ import socket
 import pytest
 
 from kimi_tray.core.errors import TransientError
-from kimi_tray.kimi.exchange import ExchangeFailed, Reply, Request
+from kimi_tray.kimi.exchange import ExchangeFailed, Reply
 from kimi_tray.kimi.usage_client import MAX_REPLY, USAGES_PATH, UsageClient, UsageUnauthorized
+from tests.support.exchange import ScriptedExchange
 from tests.support.usage_server import FakeKimiUsage
 
 NOW = 1_800_000_000.0
@@ -73,26 +74,8 @@ def test_nothing_listening_names_the_server_and_what_broke() -> None:
     assert str(caught.value) == f"could not reach the usage server at {url} (ConnectError)"
 
 
-class Answers:
-    """An exchange that answers from a list: for replies a real server would rarely send."""
-
-    def __init__(self, *outcomes: Reply | ExchangeFailed) -> None:
-        self.outcomes = list(outcomes)
-        self.sent: list[Request] = []
-
-    def send(self, request: Request) -> Reply:
-        self.sent.append(request)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, ExchangeFailed):
-            raise outcome
-        return outcome
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_request_bounds_the_whole_reply_and_its_size() -> None:
-    answers = Answers(Reply(200, b'{"usage": {}}'))
+    answers = ScriptedExchange(Reply(200, b'{"usage": {}}'))
     with pytest.raises(TransientError):
         UsageClient("https://api.example.com/v1", timeout=7, exchange=answers).fetch("t", NOW)
     (request,) = answers.sent
@@ -109,7 +92,7 @@ def test_the_request_bounds_the_whole_reply_and_its_size() -> None:
     (ExchangeFailed("unreachable"), "(unreachable)"),
 ])
 def test_each_way_a_request_fails_has_its_words(failure: ExchangeFailed, words: str) -> None:
-    client = UsageClient("https://api.example.com/v1", exchange=Answers(failure))
+    client = UsageClient("https://api.example.com/v1", exchange=ScriptedExchange(failure))
     with pytest.raises(TransientError) as caught:
         client.fetch("t", NOW)
     assert words in str(caught.value)
@@ -117,7 +100,7 @@ def test_each_way_a_request_fails_has_its_words(failure: ExchangeFailed, words: 
 
 
 def test_a_reply_with_no_usage_in_it_is_transient_without_its_final_stop() -> None:
-    client = UsageClient("https://api.example.com/v1", exchange=Answers(Reply(200, b"[]")))
+    client = UsageClient("https://api.example.com/v1", exchange=ScriptedExchange(Reply(200, b"[]")))
     with pytest.raises(TransientError) as caught:
         client.fetch("t", NOW)
     assert str(caught.value) and not str(caught.value).endswith(".")
