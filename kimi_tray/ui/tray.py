@@ -170,22 +170,19 @@ def _dock_when_a_tray_appears(icon: Any) -> None:
 
     display.screen().root.change_attributes(event_mask=Xlib.X.StructureNotifyMask)
     display.flush()
-    manager = display.intern_atom("MANAGER")
-    previous = icon._message_handlers.get(Xlib.X.ClientMessage, lambda event: None)
 
-    def on_client_message(event: Any) -> None:
-        if event.client_type != manager:
-            previous(event)
-        elif event.data[1][1] == icon._net_system_tray_sx:
-            log.info("A system tray appeared; docking the icon in it.")
-            try:
-                icon._assert_docked()
-            except AssertionError:  # it left again at once; its successor will announce itself
-                log.debug("The new system tray was gone before the icon docked")
-            except Exception:  # anything escaping here would end pystray's event loop
-                log.warning("Could not dock the icon in the new system tray", exc_info=True)
+    def on_manager(event: Any) -> None:
+        if event.data[1][1] != icon._net_system_tray_sx:  # another screen's tray
+            return
+        log.info("A system tray appeared; docking the icon in it.")
+        try:
+            icon._assert_docked()
+        except AssertionError:  # it left again at once; its successor will announce itself
+            log.debug("The new system tray was gone before the icon docked")
+        except Exception:  # anything escaping here would end pystray's event loop
+            log.warning("Could not dock the icon in the new system tray", exc_info=True)
 
-    icon._message_handlers[Xlib.X.ClientMessage] = on_client_message
+    ui_thread.on_xorg_client_message(icon, display.intern_atom("MANAGER"), on_manager)
 
 
 def add_error_badge(image: Image.Image) -> None:

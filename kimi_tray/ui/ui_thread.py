@@ -119,11 +119,24 @@ class QueuedThread(UiThread):
             fn()
 
 
-def xorg_thread(icon: Any) -> QueuedThread:
-    """pystray's xorg loop dispatches X events by type; ClientMessages carrying our atom drain
-    the queue, all others go to pystray's own handler."""
+def on_xorg_client_message(icon: Any, atom: int, handler: Callable[[Any], None]) -> None:
+    """pystray's xorg loop dispatches X events by type, one handler per type: ClientMessages
+    carrying `atom` go to `handler`, all others to the handler before it (pystray's own)."""
     import Xlib.X
 
+    previous = icon._message_handlers.get(Xlib.X.ClientMessage, lambda event: None)
+
+    def on_client_message(event: Any) -> None:
+        if event.client_type == atom:
+            handler(event)
+        else:
+            previous(event)
+
+    icon._message_handlers[Xlib.X.ClientMessage] = on_client_message
+
+
+def xorg_thread(icon: Any) -> QueuedThread:
+    """A ClientMessage carrying our atom, sent to pystray's own window, drains the queue."""
     display, window = icon._display, icon._window
     atom = display.intern_atom("_KIMI_TRAY_UI_CALL")
 
@@ -132,15 +145,7 @@ def xorg_thread(icon: Any) -> QueuedThread:
         display.flush()
 
     handoff = QueuedThread(wake)
-    previous = icon._message_handlers.get(Xlib.X.ClientMessage, lambda event: None)
-
-    def on_client_message(event: Any) -> None:
-        if event.client_type == atom:
-            handoff.drain()
-        else:
-            previous(event)
-
-    icon._message_handlers[Xlib.X.ClientMessage] = on_client_message
+    on_xorg_client_message(icon, atom, lambda _event: handoff.drain())
     return handoff
 
 
